@@ -1,0 +1,35 @@
+"""Hand-written reference networks built from the IR (the foundation's worked example)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from nasmtl.arch.compose import compose
+from nasmtl.arch.ir import Arch, ArchBuilder
+from nasmtl.arch.registry import Shape
+
+
+def _stage(input_shape: Shape, layers: list[tuple[str, dict]]) -> Arch:
+    b = ArchBuilder(input_shape)
+    b.output("out", b.chain(b.input, layers))
+    return b.build()
+
+
+def two_branch_cnn_stages(input_shape: Shape, width: int = 32) -> list[Arch]:
+    """A shared conv stem and a per-task conv block: the two stages of the example CNN."""
+    stem = _stage(input_shape, [("conv", {"out": width, "k": 3}), ("batchnorm", {}), ("relu", {}),
+                                ("maxpool", {"k": 2, "stride": 2})])
+    block = _stage(stem.shape(stem.outputs["out"]), [
+        ("conv", {"out": 2 * width, "k": 3}), ("batchnorm", {}), ("relu", {}),
+        ("maxpool", {"k": 2, "stride": 2}),
+        ("conv", {"out": 2 * width, "k": 3}), ("batchnorm", {}), ("relu", {}),
+    ])
+    return [stem, block]
+
+
+def two_branch_cnn(input_shape: Shape, heads: Mapping[str, int], width: int = 32) -> Arch:
+    """Shared stem, then one conv branch and head per task."""
+    stages = two_branch_cnn_stages(input_shape, width)
+    tasks = list(heads)
+    layout = [[tasks], [[t] for t in tasks]]
+    return compose(stages, layout, heads)
