@@ -1,0 +1,1 @@
+"""Sub-commands of ``nasmtl``: each module is one command (see ``nasmtl.cli``)."""
