@@ -1,5 +1,17 @@
 """Search spaces: the protocol and its kinds (grammar, cell, layout, quantization, joint)."""
 
-from nasmtl.spaces.base import ArchitectureSpace, Prior, SearchSpace, SpaceError, weighted_choice
+from nasmtl.spaces.base import (
+    ArchitectureSpace,
+    Decide,
+    DecisionSpace,
+    Prior,
+    SearchSpace,
+    SpaceError,
+    rng_decide,
+    weighted_choice,
+)
 
-__all__ = ["ArchitectureSpace", "Prior", "SearchSpace", "SpaceError", "weighted_choice"]
+__all__ = [
+    "ArchitectureSpace", "Decide", "DecisionSpace", "Prior", "SearchSpace", "SpaceError",
+    "rng_decide", "weighted_choice",
+]

@@ -7,7 +7,7 @@ so equal designs have equal strings and the engine never trains one design twice
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -18,6 +18,14 @@ D = TypeVar("D")
 
 Prior = Mapping[str, Mapping[str, float]]
 """Sampling weights per decision: ``{decision: {option: weight}}``, keys as in ``choices()``."""
+
+
+Decide = Callable[[str, Sequence[str], Sequence[float]], str]
+"""Makes one design decision: ``decide(key, options, weights) -> option``.
+
+The same key always comes with the same options, so an external optimiser (the search engine's
+optuna samplers) can treat each key as one categorical parameter.
+"""
 
 
 class SpaceError(ValueError):
@@ -69,6 +77,29 @@ class ArchitectureSpace(SearchSpace[D], Protocol):
         Layout building copies stages per task group, so cuts go only where the space allows.
         """
         ...
+
+
+@runtime_checkable
+class DecisionSpace(Protocol[D]):
+    """A space whose sampling can be driven decision by decision from outside."""
+
+    def sample_with(self, decide: Decide) -> D:
+        """Build a design asking ``decide`` at every decision point (weights: the space's own)."""
+        ...
+
+
+def rng_decide(rng: np.random.Generator, prior: Prior | None = None) -> Decide:
+    """A ``Decide`` that draws from ``rng`` with the space's weights, reweighted by ``prior``."""
+
+    def decide(key: str, options: Sequence[str], weights: Sequence[float]) -> str:
+        w = list(weights)
+        if prior and key in prior:
+            w = [wi * float(prior[key].get(o, 0.0)) for wi, o in zip(w, options)]
+            if sum(w) <= 0:
+                w = list(weights)
+        return weighted_choice(rng, options, w)
+
+    return decide
 
 
 def weighted_choice(rng: np.random.Generator, options: Sequence[Any], weights: Sequence[float]) -> Any:
