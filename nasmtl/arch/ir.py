@@ -1,8 +1,8 @@
 """The architecture IR: a networkx DiGraph of typed op nodes with inferred shapes.
 
 Node attributes: ``op`` (registry name), ``attrs`` (resolved op attributes), ``shape`` (output
-shape without batch, set by :func:`infer_shapes`). Edge attribute ``index``: the argument
-position of the source in the target op. ``Arch.outputs`` names the output nodes (one per task).
+shape without batch, set by :func:`infer_shapes`), ``inputs`` (the input nodes in argument
+order; one node may appear twice, as in ``x @ x^T``). Edges mirror ``inputs``. ``Arch.outputs`` names the output nodes (one per task).
 The IR knows nothing of search, data or ONNX.
 """
 
@@ -47,8 +47,7 @@ class Arch:
 
     def inputs_of(self, node: str) -> list[str]:
         """The node's input nodes in argument order."""
-        preds = self.graph.in_edges(node, data="index")
-        return [u for u, _, _ in sorted(preds, key=lambda e: e[2])]
+        return list(self.graph.nodes[node].get("inputs", ()))
 
     def op_nodes(self) -> list[str]:
         """All nodes but the input, in topological order."""
@@ -86,9 +85,9 @@ class ArchBuilder:
         resolved = spec.resolve(attrs)
         ins = [self.graph.nodes[u]["shape"] for u in inputs]
         shape = _apply_rule(name, op, resolved, ins)
-        self.graph.add_node(name, op=op, attrs=resolved, shape=shape)
-        for i, u in enumerate(inputs):
-            self.graph.add_edge(u, name, index=i)
+        self.graph.add_node(name, op=op, attrs=resolved, shape=shape, inputs=list(inputs))
+        for u in inputs:
+            self.graph.add_edge(u, name)
         return name
 
     def shape(self, node: str) -> Shape:
