@@ -175,3 +175,23 @@ def test_seeded_build_is_deterministic():
     m1, m2 = to_torch(arch, seed=3), to_torch(arch, seed=3)
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(p1, p2)
+
+
+def test_patch_conv_lowering_keeps_shape_and_costs(tmp_path):
+    from nasmtl.arch.lower import lower_patch_convs
+    from nasmtl.onnx import export_onnx, load_onnx
+
+    b = ArchBuilder((3, 12, 12))
+    t = b.add("im2col", b.input, k=3, stride=1, padding=1)
+    t = b.add("linear", t, out=8)
+    x = b.add("col2im", t, name="back", h=12, w=12)
+    add_head(b, x, "t", 2)
+    arch = b.build()
+    low = lower_patch_convs(arch)
+    assert low.graph.nodes["back"]["op"] == "conv"
+    assert low.shape("back") == arch.shape("back") == (8, 12, 12)
+    assert arch_cost(low) == arch_cost(arch)
+    assert len(low.graph) == len(arch.graph) - 2
+    export_onnx(to_torch(low, seed=0), low.input_shape, tmp_path / "low.onnx", ["t"])
+    ops = {n.op_type for n in load_onnx(tmp_path / "low.onnx").graph.node}
+    assert "Conv" in ops and "MatMul" not in ops
