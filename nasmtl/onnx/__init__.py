@@ -1,0 +1,26 @@
+"""ONNX hand-off: export with parity check, graph costs, onnxruntime sessions and latency, quantization."""
+
+from nasmtl.onnx.export import ExportResult, ParityResult, check_parity, export_onnx
+from nasmtl.onnx.graph import GraphStats, OnnxError, ParityError, graph_stats, load_onnx
+from nasmtl.onnx.quantize import Precision, QuantResult, quantizable_nodes, quantize
+from nasmtl.onnx.runtime import Latency, measure_latency, run_onnx, session
+
+__all__ = [
+    "ExportResult",
+    "GraphStats",
+    "Latency",
+    "OnnxError",
+    "ParityError",
+    "ParityResult",
+    "Precision",
+    "QuantResult",
+    "check_parity",
+    "export_onnx",
+    "graph_stats",
+    "load_onnx",
+    "measure_latency",
+    "quantizable_nodes",
+    "quantize",
+    "run_onnx",
+    "session",
+]
