@@ -65,10 +65,12 @@ def _zero_shape(ins: Sequence[Shape], a: Mapping[str, Any]) -> Shape:
     return (out, (s[1] - 1) // st + 1, (s[2] - 1) // st + 1)
 
 
-if not has_op("zero"):
-    register(OpSpec("zero", _zero_shape,
-                    lambda i, o, a: Zero(o[0], a["stride"]), attrs={"out": None, "stride": 1},
-                    doc="zeros shaped like a strided image: the 'none' op of cell spaces"))
+def ensure_zero_op() -> None:
+    """Register the ``zero`` op on first use (only cells whose nodes carry no signal need it)."""
+    if not has_op("zero"):
+        register(OpSpec("zero", _zero_shape,
+                        lambda i, o, a: Zero(o[0], a["stride"]), attrs={"out": None, "stride": 1},
+                        doc="zeros shaped like a strided image: the 'none' op of cell spaces"))
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class CellType:
         return list(range(self.inputs, self.inputs + self.nodes))
 
     def n_slots(self, node: int) -> int:
+        """Number of incoming edges of ``node``."""
         return node if self.topology == "all_edges" else self.fan_in
 
 
@@ -161,15 +164,12 @@ class CellSpace:
         return list(self._keys)
 
     def _options(self, key: str) -> tuple[list[str], list[float]]:
-        ct, node, what = self._parse_key(key)
+        ct, node, what = self._key_info[key]
         if what == "inputs":
             pairs = [",".join(map(str, c)) for c in itertools.combinations(ct.sources(node), ct.fan_in)]
             return pairs, [1.0] * len(pairs)
         names = list(self.ops)
         return names, [self.ops[n].weight for n in names]
-
-    def _parse_key(self, key: str) -> tuple[CellType, int, str]:
-        return self._key_info[key]
 
     def sample_with(self, decide: Decide) -> CellDesign:
         """Build a design asking ``decide`` for every decision (keys as in ``choices``)."""
@@ -421,6 +421,7 @@ class CellSpace:
 
     def _add_cell(self, b: ArchBuilder, ct: CellType, live: dict[int, list[Slot]], ins: list[str],
                   env: Mapping[str, int], tag: str) -> str:
+        """Add one cell reading the last ``ct.inputs`` of ``ins`` (previous, current); returns its output."""
         c = env["C"]
         h: dict[int, str | None] = {}
         ins = ins[-ct.inputs:]
@@ -445,6 +446,8 @@ class CellSpace:
         stride = 2 if ct.reduction else 1
         ref = h[0]
         outs = [h[n] for n in ct.node_ids()] if ct.output == "concat" else [h[ct.node_ids()[-1]]]
+        if any(o is None for o in outs):
+            ensure_zero_op()
         if all(o is None for o in outs):
             n_out = c * len(outs)
             return b.add("zero", ref, name=f"{tag}.zero", out=n_out, stride=stride)
