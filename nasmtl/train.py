@@ -155,7 +155,7 @@ def _check_config(data: MultiTaskDataset, config: TrainConfig) -> dict[str, floa
 def _progress_line(epoch: int, epochs: float, loss: float, metrics: Metrics, tasks: Sequence[Task],
                    seconds: float) -> str:
     """One compact line per epoch for stderr."""
-    parts = [f"epoch {epoch + 1}" + (f"/{epochs:g}" if epochs != math.inf else ""), f"loss {loss:.4f}"]
+    parts = [f"epoch {epoch + 1}" + (f"/{epochs:.3g}" if epochs != math.inf else ""), f"loss {loss:.4f}"]
     parts += [f"{t.name} {t.primary_metric} {metrics[t.name][t.primary_metric]:.4f}" for t in tasks]
     parts.append(f"{seconds:.1f} s")
     return "  ".join(parts)
