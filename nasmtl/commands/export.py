@@ -1,0 +1,49 @@
+"""``nasmtl export``: copy a trial's trained ONNX model out of a run, after checking it runs in onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+NAME = "export"
+HELP = "write a trial's trained model (ONNX) from a run directory, checked in onnxruntime"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="run directory (runs/NAME)")
+    p.add_argument("--trial", type=int, required=True, help="trial number")
+    p.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from nasmtl.cli import CommandError
+    from nasmtl.onnx import run_onnx, session
+
+    src = args.run_dir / "trials" / f"{args.trial:05d}.onnx"
+    if not src.is_file():
+        have = sorted(int(p.stem) for p in (args.run_dir / "trials").glob("*.onnx")) \
+            if (args.run_dir / "trials").is_dir() else []
+        raise CommandError(f"{args.run_dir}: no trained model of trial {args.trial} "
+                           f"(trials with models: {', '.join(map(str, have)) or 'none'})")
+    sess = session(src)
+    shape = sess.get_inputs()[0].shape[1:]
+    if not all(isinstance(d, int) for d in shape):
+        raise CommandError(f"{src}: input shape {shape} is not static")
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    out = run_onnx(sess, x)
+    bad = [k for k, v in out.items() if not np.isfinite(v).all()]
+    if bad:
+        raise CommandError(f"{src}: outputs {', '.join(bad)} are not finite in onnxruntime")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, args.output)
+    rec = args.run_dir / "trials" / f"{args.trial:05d}.json"
+    design = json.loads(rec.read_text()).get("design") if rec.is_file() else None
+    print(f"wrote {args.output} (trial {args.trial}; outputs {', '.join(out)}; runs in onnxruntime)"
+          + (f"\ndesign: {design}" if design else ""), file=sys.stderr)
+    return 0

@@ -1,0 +1,51 @@
+"""``nasmtl search``: run (or resume) a multi-objective architecture search from a run config."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+NAME = "search"
+HELP = "run or resume a multi-objective search (no CONFIG: the embedded MultiMNIST default)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", type=Path, help="run config (TOML); omit for the default or to resume --name")
+    p.add_argument("--name", help="run name: directory runs/NAME and study name (default: a timestamp)")
+    p.add_argument("--storage", help="optuna storage: postgresql://..., sqlite:///..., or a journal file "
+                                     "(default runs/NAME/study.journal)")
+    p.add_argument("--trials", type=int, help="trial budget (overrides the config's search.trials)")
+    p.add_argument("--seconds", type=float, help="wall-time budget of this invocation (overrides search.seconds)")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run directories (default runs)")
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasmtl.cli import CommandError
+    from nasmtl.config import default_config, load_config
+    from nasmtl.search.run import CONFIG_FILE, run_engine, start_run
+
+    if args.trials is not None and args.trials < 1:
+        raise CommandError("--trials must be >= 1")
+    name = args.name
+    cfg = None
+    if args.config is not None:
+        cfg = load_config(args.config)
+    elif name is None or not ((args.runs / name / CONFIG_FILE).exists() or args.storage):
+        cfg = default_config()
+    if name is None:
+        name = time.strftime("search-%Y%m%d-%H%M%S")
+    signal.signal(signal.SIGTERM, _sigterm)
+    run_ = start_run(cfg, name, args.storage, args.runs)
+    c = run_.config
+    print(f"run {name}: {run_.dir} ({'resumed' if cfg is None else c.source}); sampler {c.search.sampler}; "
+          f"objectives {', '.join(f'{o.name} ({o.direction[:3]})' for o in c.objectives)}", file=sys.stderr)
+    summary = run_engine(run_, trials=args.trials, seconds=args.seconds)
+    print(f"report: nasmtl report {run_.dir}", file=sys.stderr)
+    return 0 if summary.completed > 0 else 1

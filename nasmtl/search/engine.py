@@ -1,0 +1,485 @@
+"""The study loop: ask a trial, get its design, evaluate it, tell the result, record and report.
+
+The engine sees a space only through the ``SearchSpace`` protocol and a model only through an
+``Evaluator`` (it never imports torch). Every trial records its design (canonical string and
+decisions), per-epoch partial objectives, its outcome and the hypervolume after it; completed
+trials keep their ONNX file under ``trials/NNNNN.onnx`` and a JSON record next to it, and
+``pareto/`` holds links to the current Pareto members.
+
+Duplicates: a design whose canonical string already has a completed trial is not trained again;
+its trial is completed with the earlier values (user attr ``duplicate_of``) so samplers learn
+from it, and it does not count towards the trial budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nasmtl.config import Objective
+from nasmtl.search.evaluate import Evaluator, TrialFailed, TrialStopped
+from nasmtl.search.hypervolume import hypervolume
+from nasmtl.search.pareto import pareto_indices
+from nasmtl.search.pruning import MultiObjectivePruner
+from nasmtl.search.samplers import Proposer
+
+MAX_DUPLICATES_IN_A_ROW = 100
+
+
+class TrialTimeout(Exception):
+    """The hard per-trial watchdog fired."""
+
+
+@dataclass
+class SearchBudget:
+    """When a search stops: trained trials in the study, wall seconds of this process, failures in a row."""
+
+    trials: int | None = None
+    seconds: float | None = None
+    max_failures: int = 20
+
+
+@dataclass
+class Outcome:
+    """What happened to one trial."""
+
+    number: int
+    state: str
+    values: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    seconds: float = 0.0
+    hypervolume: float = 0.0
+
+
+@dataclass
+class Summary:
+    """The study after a search: counts, hypervolume and the Pareto members' trial numbers."""
+
+    completed: int
+    failed: int
+    pruned: int
+    duplicates: int
+    hypervolume: float
+    pareto: list[int]
+    stop_reason: str
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def trained_completes(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Completed trials that were trained (not copies of a duplicate)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+
+
+def feasible(t: FrozenTrial) -> bool:
+    """Whether a completed trial meets every objective bound."""
+    return not any(v > 0 for v in t.user_attrs.get("constraint_violation", []))
+
+
+def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
+    """The trained, feasible completed trials on the Pareto front (first trial of equal values kept)."""
+    pool = [t for t in trained_completes(trials) if feasible(t)]
+    if not pool:
+        return []
+    idx = pareto_indices([t.values for t in pool], directions)
+    out, seen = [], set()
+    for i in idx:
+        key = tuple(pool[i].values)
+        if key not in seen:
+            seen.add(key)
+            out.append(pool[i])
+    return sorted(out, key=lambda t: t.number)
+
+
+def study_hypervolume(trials: Sequence[FrozenTrial], objectives: Sequence[Objective],
+                      extra: Sequence[float] | None = None) -> float:
+    """Hypervolume of the feasible completed trials (plus ``extra`` values) against the config's reference."""
+    pts = [t.values for t in trained_completes(trials) if feasible(t)]
+    if extra is not None:
+        pts.append(list(extra))
+    if not pts:
+        return 0.0
+    return hypervolume(np.array(pts, dtype=float), [o.reference for o in objectives],
+                       [o.direction for o in objectives])
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials of dead processes on this host FAIL (reason recorded); RDB heartbeats fail the rest."""
+    storage = study._storage
+    if hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        w = str(t.user_attrs.get("worker", ""))
+        h, _, pid = w.rpartition(":")
+        if h == host and pid.isdigit() and not _pid_alive(int(pid)):
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (process gone)")
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                failed.append(t.number)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+    return failed
+
+
+class _Heartbeat:
+    """Records RDB heartbeats of one trial from a thread (optuna does this only inside ``optimize``)."""
+
+    def __init__(self, storage: Any, trial_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        if interval:
+            storage.record_heartbeat(trial_id)
+
+            def beat() -> None:
+                while not self._stop.wait(interval):
+                    try:
+                        storage.record_heartbeat(trial_id)
+                    except Exception:
+                        pass
+
+            self._thread = threading.Thread(target=beat, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class _Watchdog:
+    """Raises ``TrialTimeout`` in the main thread after ``seconds`` (SIGALRM; a no-op elsewhere)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self._armed = bool(seconds) and threading.current_thread() is threading.main_thread() \
+            and hasattr(signal, "setitimer")
+        self._seconds = seconds
+
+    def __enter__(self) -> "_Watchdog":
+        if self._armed:
+            def fire(signum: int, frame: Any) -> None:
+                raise TrialTimeout(f"trial exceeded the hard time limit of {self._seconds:g} s")
+
+            self._old = signal.signal(signal.SIGALRM, fire)
+            signal.setitimer(signal.ITIMER_REAL, float(self._seconds))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
+
+
+@dataclass
+class Engine:
+    """Runs trials of one study until the budget is reached."""
+
+    study: optuna.Study
+    space: Any
+    evaluator: Evaluator
+    objectives: Sequence[Objective]
+    proposer: Proposer
+    run_dir: Path
+    budget: SearchBudget
+    pruner: MultiObjectivePruner | None = None
+    trial_timeout: float | None = None
+    progress: Callable[[str], None] | None = None
+    _observed: set[int] = field(default_factory=set, repr=False)
+    _designs: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    def _say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
+
+    def _sync(self) -> list[FrozenTrial]:
+        """Read the study; feed newly finished trials to the proposer and the duplicate index."""
+        trials = self.study.get_trials(deepcopy=False)
+        if hasattr(self.proposer, "learn_distributions"):
+            self.proposer.learn_distributions(trials)
+        for t in trials:
+            if t.number in self._observed or not t.state.is_finished():
+                continue
+            self._observed.add(t.number)
+            key = t.user_attrs.get("design")
+            if key is None:
+                continue
+            if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
+                self._designs.setdefault(key, t.number)
+            try:
+                design = self.space.decode(key)
+            except Exception:
+                continue
+            ok = t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+            self.proposer.observe(design, list(t.values) if ok else None)
+        return trials
+
+    def _stop_reason(self, trials: Sequence[FrozenTrial], start: float, failures: int, dups: int) -> str | None:
+        b = self.budget
+        if b.trials is not None:
+            done = len(trained_completes(trials)) + sum(t.state == TrialState.PRUNED for t in trials)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            if done + running >= b.trials:
+                return f"trial budget reached ({done} trained trials)"
+        if b.seconds is not None and time.perf_counter() - start >= b.seconds:
+            return f"time budget of {b.seconds:g} s reached"
+        if failures >= b.max_failures:
+            return f"{failures} failures in a row"
+        if dups >= MAX_DUPLICATES_IN_A_ROW:
+            return f"{dups} duplicate designs in a row (space exhausted?)"
+        return None
+
+    def run(self) -> Summary:
+        """Run trials until the budget is reached; Ctrl-C fails the current trial and re-raises."""
+        (self.run_dir / "trials").mkdir(parents=True, exist_ok=True)
+        dead = fail_dead_trials(self.study)
+        if dead:
+            self._say(f"marked {len(dead)} trial(s) of dead workers failed: {', '.join(map(str, dead))}")
+        start = time.perf_counter()
+        failures = dups = 0
+        while True:
+            trials = self._sync()
+            reason = self._stop_reason(trials, start, failures, dups)
+            if reason is not None:
+                break
+            out = self.run_trial()
+            failures = failures + 1 if out.state == "fail" else 0
+            dups = dups + 1 if out.state == "duplicate" else 0
+            fail_dead_trials(self.study)
+        trials = self._sync()
+        summary = self.summary(trials, reason)
+        self._say(f"done: {reason}; {summary.completed} completed, {summary.failed} failed, "
+                  f"{summary.pruned} stopped early, {summary.duplicates} duplicates; hypervolume "
+                  f"{summary.hypervolume:.6g}; Pareto front: {len(summary.pareto)} trial(s) "
+                  f"{', '.join(map(str, summary.pareto))}")
+        return summary
+
+    def summary(self, trials: Sequence[FrozenTrial], reason: str = "") -> Summary:
+        """Counts, hypervolume and Pareto members of the study."""
+        return Summary(
+            completed=len(trained_completes(trials)),
+            failed=sum(t.state == TrialState.FAIL for t in trials),
+            pruned=sum(t.state == TrialState.PRUNED for t in trials),
+            duplicates=sum(t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs for t in trials),
+            hypervolume=study_hypervolume(trials, self.objectives),
+            pareto=[t.number for t in pareto_trials(trials, self.directions)],
+            stop_reason=reason,
+        )
+
+    # ---- one trial ----------------------------------------------------------------------------
+
+    def run_trial(self) -> Outcome:
+        """Ask, propose, evaluate (or copy a duplicate), tell and record one trial."""
+        trial = self.study.ask()
+        t0 = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())
+        onnx_path = self.run_dir / "trials" / f"{trial.number:05d}.onnx"
+        beat = _Heartbeat(self.study._storage, trial._trial_id)
+        try:
+            try:
+                stored = trial.user_attrs.get("design")
+                design = self.space.decode(stored) if stored else self.proposer.propose(trial)
+                key = self.space.encode(design)
+                trial.set_user_attr("design", key)
+                trial.set_user_attr("choices", {str(k): str(v) for k, v in self.space.choices(design).items()})
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                return self._fail(trial, "sampling", f"{type(e).__name__}: {e}", t0)
+            earlier = self._designs.get(key)
+            if earlier is not None:
+                return self._duplicate(trial, earlier, t0)
+            try:
+                with _Watchdog(self.trial_timeout * 1.5 + 30 if self.trial_timeout else None):
+                    values = self.evaluator.evaluate(design, onnx_path, self._epoch_callback(trial))
+            except TrialStopped as e:
+                onnx_path.unlink(missing_ok=True)
+                return self._finish(trial, "pruned", e.partial, t0, reason=str(e))
+            except TrialFailed as e:
+                onnx_path.unlink(missing_ok=True)
+                return self._fail(trial, e.reason, str(e), t0)
+            except TrialTimeout as e:
+                onnx_path.unlink(missing_ok=True)
+                return self._fail(trial, "timeout", str(e), t0)
+            except KeyboardInterrupt:
+                onnx_path.unlink(missing_ok=True)
+                self._fail(trial, "interrupted", "interrupted by the user (Ctrl-C)", t0)
+                raise
+            except Exception as e:
+                onnx_path.unlink(missing_ok=True)
+                return self._fail(trial, "error", f"{type(e).__name__}: {_first_line(e)}", t0)
+            return self._finish(trial, "complete", values, t0)
+        finally:
+            beat.stop()
+
+    def _epoch_callback(self, trial: optuna.Trial) -> Callable[[int, dict[str, float]], bool]:
+        def on_epoch(epoch: int, partial: dict[str, float]) -> bool:
+            rec = {k: float(v) for k, v in partial.items() if k in self.names}
+            trial.set_user_attr(f"epoch:{epoch}", rec)
+            if self.pruner is None:
+                return True
+            others = [t.user_attrs[f"epoch:{epoch}"] for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                if f"epoch:{epoch}" in t.user_attrs and "duplicate_of" not in t.user_attrs]
+            return not self.pruner.should_stop(epoch, rec, others)
+
+        return on_epoch
+
+    def _violations(self, values: Sequence[float]) -> list[float]:
+        out = []
+        for o, v in zip(self.objectives, values):
+            if o.bound is None:
+                out.append(0.0)
+            else:
+                out.append(max(0.0, (o.bound - v) if o.direction == "maximize" else (v - o.bound)))
+        return out
+
+    def _finish(self, trial: optuna.Trial, state: str, values: dict[str, float], t0: float,
+                reason: str = "") -> Outcome:
+        seconds = time.perf_counter() - t0
+        trial.set_user_attr("seconds", seconds)
+        for k, v in values.items():
+            trial.set_user_attr(f"value:{k}", float(v))
+        if state == "pruned":
+            trial.set_user_attr("stopped", reason)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            out = Outcome(trial.number, "pruned", values, reason, seconds)
+        else:
+            vec = [float(values[n]) for n in self.names]
+            trial.set_user_attr("constraint_violation", self._violations(vec))
+            feasible_now = not any(x > 0 for x in self._violations(vec))
+            hv = study_hypervolume(self.study.get_trials(deepcopy=False), self.objectives,
+                                   vec if feasible_now else None)
+            trial.set_user_attr("hypervolume", hv)
+            self.study.tell(trial, vec)
+            out = Outcome(trial.number, "complete", values, "", seconds, hv)
+        self._record(trial.number, out, trial)
+        self._say(self._line(out))
+        return out
+
+    def _duplicate(self, trial: optuna.Trial, earlier: int, t0: float) -> Outcome:
+        prev = self.study.get_trials(deepcopy=False)[earlier]
+        trial.set_user_attr("duplicate_of", earlier)
+        for k in ("constraint_violation",):
+            if k in prev.user_attrs:
+                trial.set_user_attr(k, prev.user_attrs[k])
+        self.study.tell(trial, list(prev.values))
+        out = Outcome(trial.number, "duplicate", dict(zip(self.names, prev.values)),
+                      f"same design as trial {earlier}", time.perf_counter() - t0)
+        self._say(self._line(out))
+        return out
+
+    def _fail(self, trial: optuna.Trial, reason: str, message: str, t0: float) -> Outcome:
+        seconds = time.perf_counter() - t0
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_message", message[:500])
+        trial.set_user_attr("seconds", seconds)
+        self.study.tell(trial, state=TrialState.FAIL)
+        out = Outcome(trial.number, "fail", {}, f"{reason}: {message}", seconds)
+        self._record(trial.number, out, trial)
+        self._say(self._line(out))
+        return out
+
+    def _record(self, number: int, out: Outcome, trial: optuna.Trial) -> None:
+        """Write ``trials/NNNNN.json`` and refresh ``pareto/`` (atomic renames; safe for many workers)."""
+        rec = {"trial": number, "state": out.state, "design": trial.user_attrs.get("design"),
+               "choices": trial.user_attrs.get("choices"), "objectives": out.values, "reason": out.reason,
+               "seconds": out.seconds, "hypervolume": out.hypervolume, "worker": worker_id(),
+               "epochs": {k: v for k, v in trial.user_attrs.items() if k.startswith("epoch:")}}
+        if out.state == "complete":
+            rec["onnx"] = f"trials/{number:05d}.onnx"
+        _write_json(self.run_dir / "trials" / f"{number:05d}.json", rec)
+        if out.state == "complete":
+            self.refresh_pareto()
+
+    def refresh_pareto(self) -> None:
+        """Point ``pareto/`` at the ONNX files of the current Pareto members and list them in ``pareto.json``."""
+        members = pareto_trials(self.study.get_trials(deepcopy=False), self.directions)
+        pdir = self.run_dir / "pareto"
+        pdir.mkdir(exist_ok=True)
+        keep = set()
+        for t in members:
+            src = self.run_dir / "trials" / f"{t.number:05d}.onnx"
+            if not src.exists():
+                continue
+            dst = pdir / src.name
+            keep.add(dst.name)
+            if not dst.exists():
+                tmp = pdir / f".{src.name}.{os.getpid()}"
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    import shutil
+
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, dst)
+        for f in pdir.glob("*.onnx"):
+            if f.name not in keep:
+                f.unlink(missing_ok=True)
+        _write_json(self.run_dir / "pareto.json", [
+            {"trial": t.number, "objectives": dict(zip(self.names, t.values)), "design": t.user_attrs.get("design"),
+             "onnx": f"pareto/{t.number:05d}.onnx"} for t in members])
+
+    def _line(self, out: Outcome) -> str:
+        trials = self.study.get_trials(deepcopy=False)
+        done = len(trained_completes(trials))
+        failed = sum(t.state == TrialState.FAIL for t in trials)
+        total = f"/{self.budget.trials}" if self.budget.trials else ""
+        hv = study_hypervolume(trials, self.objectives)
+        head = f"trial {out.number:4d} {out.state:9s} done {done}{total} failed {failed} hv {hv:.4g}"
+        if out.state in ("complete", "duplicate", "pruned"):
+            body = "  ".join(f"{n} {_fmt(out.values[n])}" for n in self.names if n in out.values)
+        else:
+            body = out.reason
+        return f"{head} | {body} | {out.seconds:.1f}s"
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3g}"
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return (s.splitlines()[0] if s else type(e).__name__)[:300]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)

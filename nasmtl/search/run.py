@@ -1,0 +1,142 @@
+"""A named search run: its directory, its study in a storage, and the engine wired from its config.
+
+``start_run`` creates a new run or resumes an existing one (the stored config wins on resume);
+``join_run`` opens a study another process created (the config is read from the study's user
+attrs, so a worker needs only the name and the storage URL); ``run_engine`` runs trials.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import optuna
+
+from nasmtl.config import ConfigError, RunConfig
+from nasmtl.search.engine import Engine, SearchBudget, Summary
+from nasmtl.search.pruning import MultiObjectivePruner
+from nasmtl.search.samplers import make_proposer, make_sampler
+from nasmtl.search.storage import StorageError, open_storage, redact
+
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class Run:
+    """One named search: directory, config, storage URL (``None``: the journal file) and study."""
+
+    name: str
+    dir: Path
+    config: RunConfig
+    storage: str | None
+    study: optuna.Study
+
+
+def _constraints(t: optuna.trial.FrozenTrial) -> list[float]:
+    return list(t.user_attrs.get("constraint_violation", [0.0]))
+
+
+def _study(name: str, storage: optuna.storages.BaseStorage, cfg: RunConfig, create: bool) -> optuna.Study:
+    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, cfg.search.population, _constraints)
+    if create:
+        return optuna.create_study(study_name=name, storage=storage, directions=cfg.directions,
+                                   sampler=sampler, load_if_exists=True)
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+
+
+def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def start_run(cfg: RunConfig | None, name: str, storage_url: str | None = None,
+              runs_root: Path = Path("runs")) -> Run:
+    """Create run ``name`` from ``cfg``, or resume it (``cfg`` ``None``: the config stored with it)."""
+    run_dir = runs_root / name
+    if storage_url is None and (run_dir / RUN_FILE).is_file():
+        storage_url = json.loads((run_dir / RUN_FILE).read_text()).get("storage")
+    storage = open_storage(storage_url, run_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if name in _study_names(storage):
+        study = _study(name, storage, RunConfig.from_dict(_stored_config(storage, name)), create=False)
+        stored = RunConfig.from_dict(study.user_attrs["config"], f"study {name!r}")
+        if cfg is not None and _comparable(cfg) != _comparable(stored):
+            raise ConfigError(f"run {name!r} already exists with another config; resume it with "
+                              f"`nasmtl search --name {name}` or choose a new --name")
+        cfg = stored
+    else:
+        if cfg is None:
+            raise ConfigError(f"no run {name!r} in {redact(storage_url) if storage_url else run_dir} to resume; "
+                              "give a config to start it")
+        study = _study(name, storage, cfg, create=True)
+        study.set_user_attr("config", cfg.to_dict())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
+    (run_dir / RUN_FILE).write_text(json.dumps({"name": name, "storage": storage_url}, indent=1))
+    return Run(name, run_dir, cfg, storage_url, study)
+
+
+def _comparable(cfg: RunConfig) -> dict:
+    d = cfg.to_dict()
+    d.pop("source", None)
+    d.pop("base_dir", None)
+    d.get("search", {}).pop("trials", None)
+    d.get("search", {}).pop("seconds", None)
+    return d
+
+
+def _stored_config(storage: optuna.storages.BaseStorage, name: str) -> dict:
+    sid = storage.get_study_id_from_name(name)
+    attrs = storage.get_study_user_attrs(sid)
+    if "config" not in attrs:
+        raise ConfigError(f"study {name!r} holds no nasmtl run config (was it made by `nasmtl search`?)")
+    return attrs["config"]
+
+
+def join_run(name: str, storage_url: str, runs_root: Path = Path("runs")) -> Run:
+    """Open study ``name`` in ``storage_url`` as a worker (artifacts go to ``runs_root/name``)."""
+    storage = open_storage(storage_url)
+    if name not in _study_names(storage):
+        raise StorageError(f"no study {name!r} in {redact(storage_url)} "
+                           f"(studies: {', '.join(_study_names(storage)) or 'none'})")
+    cfg = RunConfig.from_dict(_stored_config(storage, name), f"study {name!r}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _study(name, storage, cfg, create=False)
+    run_dir = runs_root / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
+    if not (run_dir / RUN_FILE).exists():
+        (run_dir / RUN_FILE).write_text(json.dumps({"name": name, "storage": storage_url}, indent=1))
+    return Run(name, run_dir, cfg, storage_url, study)
+
+
+def stderr_line(line: str) -> None:
+    """Progress to stderr, one line per trial."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def build_engine(run: Run, trials: int | None = None, seconds: float | None = None,
+                 progress: Callable[[str], None] | None = stderr_line) -> Engine:
+    """The engine of a run (``trials``/``seconds`` override the config's search budget)."""
+    from nasmtl.search.evaluate import build_evaluator, load_space
+
+    cfg = run.config
+    space = load_space(cfg)
+    evaluator = build_evaluator(cfg, space)
+    es = cfg.search.early_stopping
+    pruner = (MultiObjectivePruner(cfg.objective_names, cfg.directions, es.min_trials, es.fraction, es.min_epoch)
+              if es.enabled else None)
+    proposer = make_proposer(cfg.search.sampler, space, cfg.directions, cfg.search.seed, cfg.search.population)
+    budget = SearchBudget(trials if trials is not None else cfg.search.trials,
+                          seconds if seconds is not None else cfg.search.seconds, cfg.search.max_failures)
+    return Engine(run.study, space, evaluator, cfg.objectives, proposer, run.dir, budget, pruner,
+                  cfg.search.trial_timeout, progress)
+
+
+def run_engine(run: Run, trials: int | None = None, seconds: float | None = None,
+               progress: Callable[[str], None] | None = stderr_line) -> Summary:
+    """Run trials of ``run`` until its budget is reached."""
+    return build_engine(run, trials, seconds, progress).run()

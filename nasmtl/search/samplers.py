@@ -1,0 +1,120 @@
+"""Samplers by name, and proposers: how a trial gets its design.
+
+``random``, ``nsga2``, ``nsga3`` and ``tpe`` (multivariate, grouped) are optuna samplers; they
+drive a ``DecisionSpace`` decision by decision (each decision is a categorical parameter, so
+optuna-dashboard shows it); spaces without ``sample_with`` are sampled with an RNG seeded by the
+trial. ``evolution`` is our ask/tell ``EvolutionStrategy``, fed with the study's finished trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution
+
+from nasmtl.config import SAMPLERS
+from nasmtl.search.evolution import EvolutionStrategy
+
+
+def make_sampler(name: str, seed: int, population: int | None = None,
+                 constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
+                 ) -> optuna.samplers.BaseSampler:
+    """The optuna sampler of a study (``evolution`` proposes designs itself; its study samples at random)."""
+    if name in ("random", "evolution"):
+        return optuna.samplers.RandomSampler(seed=seed)
+    pop = {} if population is None else {"population_size": max(2, population)}
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, **pop)
+    if name == "nsga3":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.NSGAIIISampler(seed=seed, constraints_func=constraints, **pop)
+    if name == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints)
+    raise ValueError(f"unknown sampler {name!r} (samplers: {', '.join(SAMPLERS)})")
+
+
+class Proposer(Protocol):
+    """Gives each new trial its design and learns from finished trials."""
+
+    def propose(self, trial: optuna.Trial) -> Any:
+        """The design of ``trial`` (its decisions may be suggested on the trial)."""
+        ...
+
+    def observe(self, design: Any, values: Sequence[float] | None) -> None:
+        """A finished trial of the study (values ``None`` for a failed or stopped one)."""
+        ...
+
+
+def _options_hash(options: Sequence[str]) -> str:
+    return hashlib.sha1("\x1f".join(options).encode()).hexdigest()[:6]
+
+
+@dataclass
+class SamplerProposer:
+    """Designs drawn through the study's optuna sampler, one categorical parameter per decision."""
+
+    space: Any
+    seed: int = 0
+    _choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def param_name(self, key: str, options: Sequence[str]) -> str:
+        """``key``, or ``key#hash`` when ``key`` was already used with other options."""
+        opts = tuple(options)
+        known = self._choices.setdefault(key, opts)
+        if known == opts:
+            return key
+        name = f"{key}#{_options_hash(opts)}"
+        self._choices.setdefault(name, opts)
+        return name
+
+    def learn_distributions(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+        """Remember the option sets of parameters already in the study (so names stay consistent)."""
+        for t in trials:
+            for k, d in t.distributions.items():
+                if isinstance(d, CategoricalDistribution):
+                    self._choices.setdefault(k, tuple(str(c) for c in d.choices))
+
+    def propose(self, trial: optuna.Trial) -> Any:
+        if hasattr(self.space, "sample_with"):
+            def decide(key: str, options: Sequence[str], weights: Sequence[float]) -> str:
+                return trial.suggest_categorical(self.param_name(key, options), list(options))
+
+            return self.space.sample_with(decide)
+        return self.space.sample(np.random.default_rng([self.seed, trial.number]))
+
+    def observe(self, design: Any, values: Sequence[float] | None) -> None:
+        return None
+
+
+@dataclass
+class StrategyProposer:
+    """Designs from an ask/tell strategy (``EvolutionStrategy``)."""
+
+    strategy: Any
+
+    def propose(self, trial: optuna.Trial) -> Any:
+        return self.strategy.ask()
+
+    def observe(self, design: Any, values: Sequence[float] | None) -> None:
+        if values is None:
+            if hasattr(self.strategy, "seen"):
+                self.strategy.seen(design)
+        else:
+            self.strategy.tell(design, values)
+
+
+def make_proposer(name: str, space: Any, directions: Sequence[str], seed: int, population: int = 16) -> Proposer:
+    """The proposer for sampler ``name``."""
+    if name == "evolution":
+        return StrategyProposer(EvolutionStrategy(space, list(directions), seed=seed, population=population))
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r} (samplers: {', '.join(SAMPLERS)})")
+    return SamplerProposer(space, seed)

@@ -1,0 +1,98 @@
+"""Storage URLs to optuna storages: a journal file by default, RDB (PostgreSQL, SQLite, MySQL) with heartbeats.
+
+``open_storage(None, run_dir)`` is the journal file ``run_dir/study.journal`` (safe for several
+local processes and for a killed-and-resumed search); ``postgresql://...``, ``sqlite:///...`` and
+``mysql://...`` open an ``RDBStorage`` whose heartbeats let live workers fail and retry the
+trials of dead ones; any other string is a journal file path. A storage that does not answer
+raises ``StorageError`` with one line naming the URL.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+from nasmtl.config import ConfigError
+
+JOURNAL_NAME = "study.journal"
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+MAX_RETRY = 2
+
+_RDB = re.compile(r"^(postgresql|postgres|sqlite|mysql)(\+\w+)?://", re.IGNORECASE)
+
+
+class StorageError(ConfigError):
+    """A storage URL that cannot be opened (unreachable server, bad path, unsupported scheme)."""
+
+
+def is_rdb_url(url: str) -> bool:
+    """Whether ``url`` names a relational database (rather than a journal file)."""
+    return bool(_RDB.match(url))
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(url: str | None, run_dir: Path | None = None, *, heartbeat: int = HEARTBEAT_SECONDS,
+                 grace: int = GRACE_SECONDS) -> optuna.storages.BaseStorage:
+    """The optuna storage for ``url`` (``None``: the run directory's journal file)."""
+    if url is None:
+        if run_dir is None:
+            raise StorageError("no storage URL and no run directory to keep a journal file in")
+        return _journal(Path(run_dir) / JOURNAL_NAME)
+    if is_rdb_url(url):
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                return RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                  engine_kwargs=_engine_kwargs(url), **_retry_callback())
+        except ModuleNotFoundError as e:
+            raise StorageError(f"storage {redact(url)}: needs the package '{e.name}' "
+                               '(install the postgres extra: pip install -e ".[postgres]")') from None
+        except Exception as e:
+            raise StorageError(f"storage {redact(url)} cannot be opened: {_first_line(e)}") from None
+    if "://" in url:
+        raise StorageError(f"storage {redact(url)}: unsupported scheme (use postgresql://, sqlite:///, "
+                           "mysql:// or a journal file path)")
+    return _journal(Path(url))
+
+
+def _retry_callback() -> dict[str, Any]:
+    """Retry the trials of dead workers (optuna >= 4.9 names the callback after heartbeats)."""
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    return {}
+
+
+def _journal(path: Path) -> JournalStorage:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    except OSError as e:
+        raise StorageError(f"journal file {path} cannot be opened: {e.strerror or e}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line[:300]

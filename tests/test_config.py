@@ -1,0 +1,105 @@
+"""Run configs: the default and the example parse; unknown keys, wrong types and bad values are one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nasmtl.cli import main
+from nasmtl.config import ConfigError, RunConfig, default_config, load_config
+
+GOOD = """
+[data]
+name = "multimnist"
+n_train = 100
+
+[space]
+cell = "search_spaces/nb201.toml"
+
+[[objectives]]
+name = "left.accuracy"
+direction = "maximize"
+
+[[objectives]]
+name = "params"
+direction = "minimize"
+bound = 50000
+
+[train]
+epochs = 1
+
+[search]
+sampler = "tpe"
+trials = 3
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "run.toml"
+    p.write_text(text)
+    return p
+
+
+def test_default_and_example_configs(root: Path) -> None:
+    d = default_config()
+    assert d.space.grammar == "grammars/einspace.lark" and d.space.max_macs
+    assert d.data["name"] == "multimnist" and len(d.objectives) >= 2
+    ex = load_config(root / "search_spaces" / "example_run.toml")
+    assert ex.search.early_stopping.enabled and ex.objectives[0].bound == 0.2
+    assert ex.resolve(ex.space.grammar).is_file()
+    assert RunConfig.from_dict(ex.to_dict()) == ex
+
+
+def test_good_config_and_reference_point(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.directions == ["maximize", "minimize"]
+    assert cfg.reference_point() == [0.0, 50000.0]
+    assert cfg.objectives[1].feasible(40000) and not cfg.objectives[1].feasible(60000)
+    assert cfg.train.epochs == 1.0 and isinstance(cfg.train.epochs, float)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("[train]\nepochs = 1", "[train]\nepochs = 1\nepocs = 2", "unknown key 'train.epocs'"),
+    ('sampler = "tpe"', 'sampler = "tpe"\ncolour = 1', "unknown key 'search.colour'"),
+    ("trials = 3", 'trials = "three"', "search.trials must be an integer"),
+    ("epochs = 1", "epochs = true", "train.epochs must be a number"),
+    ('direction = "maximize"', 'direction = "up"', "objectives[0].direction must be"),
+    ('sampler = "tpe"', 'sampler = "cmaes"', "search.sampler 'cmaes' is unknown"),
+    ("bound = 50000", "", "objectives[1] (params, minimised) needs 'ref' or 'bound'"),
+    ('cell = "search_spaces/nb201.toml"', "", "[space] needs exactly one of"),
+    ('name = "left.accuracy"', 'name = "accuracy"', "neither 'task.metric'"),
+    ("trials = 3", "trials = 0", "search.trials must be > 0"),
+    ("[search]", "[search.early_stopping]\nfraction = 2.0\n[search]", "fraction must be in (0, 1]"),
+])
+def test_bad_configs_name_key_and_file(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[data\nname="))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, GOOD.replace("[train]", "[train]\nbatchsize = 3"))
+    assert main(["search", str(path), "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key 'train.batchsize'" in err and str(path) in err
+
+
+def test_unknown_task_and_metric_are_config_errors(tmp_path: Path) -> None:
+    from nasmtl.search.evaluate import build_evaluator
+
+    cfg = load_config(write(tmp_path, GOOD.replace("left.accuracy", "middle.accuracy")))
+    with pytest.raises(ConfigError, match="no task 'middle'"):
+        build_evaluator(cfg, None)
+    cfg = load_config(write(tmp_path, GOOD.replace("left.accuracy", "left.bleu")))
+    with pytest.raises(ConfigError, match="no metric 'bleu'"):
+        build_evaluator(cfg, None)

@@ -1,0 +1,199 @@
+"""The search engine: every sampler on a grammar and a cell space, duplicates, failures, early stopping, Ctrl-C."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nasmtl.config import Objective
+from nasmtl.search.engine import Engine, SearchBudget, pareto_trials
+from nasmtl.search.evaluate import TrialFailed
+from nasmtl.search.evolution import EvolutionStrategy
+from nasmtl.search.pruning import MultiObjectivePruner
+from nasmtl.search.samplers import SamplerProposer, make_proposer, make_sampler
+from nasmtl.search.storage import StorageError, open_storage
+from tests.conftest import FakeEvaluator
+
+OBJECTIVES = [Objective("left.accuracy", "maximize", ref=0.0), Objective("macs", "minimize", ref=1001.0)]
+DIRS = [o.direction for o in OBJECTIVES]
+
+
+def grammar_space(root: Path) -> Any:
+    from nasmtl.spaces.grammar import GrammarSpace
+
+    return GrammarSpace.from_file(root / "grammars" / "cnn.lark", (1, 36, 36))
+
+
+def cell_space(root: Path) -> Any:
+    from nasmtl.spaces.cell import CellSpace
+
+    return CellSpace.from_file(root / "search_spaces" / "nb201.toml")
+
+
+def engine(space: Any, tmp_path: Path, sampler: str = "random", trials: int = 8, evaluator: Any = None,
+           pruner: MultiObjectivePruner | None = None, seed: int = 0) -> Engine:
+    study = optuna.create_study(directions=DIRS, sampler=make_sampler(sampler, seed, population=4),
+                                storage=open_storage(None, tmp_path))
+    proposer = make_proposer(sampler, space, DIRS, seed, population=4)
+    return Engine(study, space, evaluator or FakeEvaluator(space), OBJECTIVES, proposer, tmp_path,
+                  SearchBudget(trials=trials), pruner)
+
+
+@pytest.mark.parametrize("kind", ["grammar", "cell"])
+@pytest.mark.parametrize("sampler", ["random", "nsga2", "nsga3", "tpe", "evolution"])
+def test_every_sampler_runs_on_grammar_and_cell_spaces(root: Path, tmp_path: Path, sampler: str, kind: str) -> None:
+    space = grammar_space(root) if kind == "grammar" else cell_space(root)
+    eng = engine(space, tmp_path, sampler, trials=10)
+    summary = eng.run()
+    trials = eng.study.get_trials()
+    assert summary.completed == 10 and summary.failed == 0
+    designs = [t.user_attrs["design"] for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(set(designs)) == len(designs)
+    for t in trials:
+        assert space.encode(space.decode(t.user_attrs["design"])) == t.user_attrs["design"]
+        assert t.user_attrs["choices"] and all(isinstance(v, str) for v in t.user_attrs["choices"].values())
+    if kind == "cell" and sampler != "evolution":
+        # optuna samplers drive the cell space decision by decision: each decision is a parameter
+        assert all(set(t.params) == set(t.user_attrs["choices"]) for t in trials)
+    assert summary.hypervolume > 0 and summary.pareto
+    assert (tmp_path / "pareto.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "pareto").glob("*.onnx")) == [f"{n:05d}.onnx" for n in summary.pareto]
+
+
+def test_duplicates_are_not_trained_twice(root: Path, tmp_path: Path) -> None:
+    space = cell_space(root)
+    ev = FakeEvaluator(space)
+    eng = engine(space, tmp_path, "random", trials=4, evaluator=ev)
+    eng.proposer = _Repeat(space)
+    eng.run()
+    trials = eng.study.get_trials()
+    dup = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert dup and all(t.values == trials[t.user_attrs["duplicate_of"]].values for t in dup)
+    assert len(ev.calls) == len(set(ev.calls)) == 4
+
+
+class _Repeat:
+    """Proposes each of four designs twice in a row."""
+
+    def __init__(self, space: Any) -> None:
+        rng = np.random.default_rng(0)
+        self.designs = [space.sample(rng) for _ in range(4)]
+        self.i = 0
+
+    def propose(self, trial: Any) -> Any:
+        self.i += 1
+        return self.designs[(self.i - 1) // 2 % 4]
+
+    def observe(self, design: Any, values: Any) -> None:
+        return None
+
+
+def test_failures_are_recorded_and_the_search_goes_on(root: Path, tmp_path: Path) -> None:
+    from nasmtl.train import TrainingDiverged
+
+    space = cell_space(root)
+    kinds = iter([TrialFailed("nan", "loss is nan"), RuntimeError("boom"), TrialFailed("timeout", "too slow"),
+                  TrialFailed("out of memory", "oom"), TrainingDiverged("diverged", "left", 1, float("nan"))])
+
+    def fail(key: str) -> BaseException | None:
+        return next(kinds, None)
+
+    eng = engine(space, tmp_path, "random", trials=3, evaluator=FakeEvaluator(space, fail=fail))
+    summary = eng.run()
+    trials = eng.study.get_trials()
+    reasons = [t.user_attrs["fail_reason"] for t in trials if t.state == TrialState.FAIL]
+    assert reasons == ["nan", "error", "timeout", "out of memory", "error"]
+    assert "TrainingDiverged" in trials[4].user_attrs["fail_message"]
+    assert summary.completed == 3 and summary.failed == 5
+    assert not (tmp_path / "trials" / "00000.onnx").exists()
+
+
+def test_ctrl_c_fails_the_current_trial_and_keeps_storage_consistent(root: Path, tmp_path: Path) -> None:
+    space = cell_space(root)
+    count = {"n": 0}
+
+    def fail(key: str) -> BaseException | None:
+        count["n"] += 1
+        return KeyboardInterrupt() if count["n"] == 3 else None
+
+    eng = engine(space, tmp_path, "random", trials=10, evaluator=FakeEvaluator(space, fail=fail))
+    with pytest.raises(KeyboardInterrupt):
+        eng.run()
+    study = optuna.load_study(study_name=eng.study.study_name, storage=open_storage(None, tmp_path))
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert study.get_trials()[2].user_attrs["fail_reason"] == "interrupted"
+
+
+def test_pruner_rule() -> None:
+    p = MultiObjectivePruner(["acc", "macs"], ["maximize", "minimize"], min_trials=3, fraction=0.5)
+    others = [{"acc": 0.9, "macs": 10}, {"acc": 0.8, "macs": 20}, {"acc": 0.1, "macs": 5}]
+    assert not p.should_stop(0, {"acc": 0.5, "macs": 30}, others[:2])  # too few records
+    assert p.should_stop(0, {"acc": 0.5, "macs": 30}, others)  # dominated by 2 of 3
+    assert not p.should_stop(0, {"acc": 0.85, "macs": 15}, others)  # dominated by 1 of 3
+    assert not p.should_stop(0, {"acc": 0.5, "macs": 1}, others)  # cheapest: nobody dominates
+    late = MultiObjectivePruner(["acc"], ["maximize"], min_trials=1, min_epoch=2)
+    assert not late.should_stop(1, {"acc": 0.0}, others)
+
+
+def test_early_stopping_in_the_engine(root: Path, tmp_path: Path) -> None:
+    space = cell_space(root)
+    ev = FakeEvaluator(space, epochs=3)
+    pruner = MultiObjectivePruner(["left.accuracy", "macs"], DIRS, min_trials=3, fraction=0.3)
+    eng = engine(space, tmp_path, "random", trials=16, evaluator=ev, pruner=pruner)
+    summary = eng.run()
+    trials = eng.study.get_trials()
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert summary.pruned == len(pruned) > 0
+    for t in pruned:
+        last = max(int(k.split(":")[1]) for k in t.user_attrs if k.startswith("epoch:"))
+        assert last < 2 and "stopped early" in t.user_attrs["stopped"]
+    assert all("epoch:2" in t.user_attrs for t in trials if t.state == TrialState.COMPLETE)
+
+
+def test_bounds_keep_infeasible_trials_off_the_front(root: Path, tmp_path: Path) -> None:
+    space = cell_space(root)
+    eng = engine(space, tmp_path, "random", trials=12)
+    eng.objectives = [Objective("left.accuracy", "maximize", bound=0.5), OBJECTIVES[1]]
+    eng.run()
+    trials = eng.study.get_trials()
+    front = pareto_trials(trials, DIRS)
+    assert front and all(t.values[0] >= 0.5 for t in front)
+    assert any(t.user_attrs["constraint_violation"][0] > 0 for t in trials)
+
+
+def test_evolution_strategy_proposes_new_designs_and_improves_on_random(root: Path) -> None:
+    space = cell_space(root)
+    strat = EvolutionStrategy(space, DIRS, seed=1, population=5)
+    seen = set()
+    for _ in range(30):
+        x = strat.ask()
+        key = space.encode(x)
+        assert key not in seen
+        seen.add(key)
+        strat.tell(x, (len(key) / 100.0, float(key.count("conv"))))
+    assert len(strat._archive) >= 1
+
+
+def test_param_names_are_suffixed_when_options_change(root: Path) -> None:
+    prop = SamplerProposer(cell_space(root))
+    assert prop.param_name("a", ["x", "y"]) == "a"
+    other = prop.param_name("a", ["x", "y", "z"])
+    assert other.startswith("a#") and prop.param_name("a", ["x", "y", "z"]) == other
+
+
+def test_unreachable_storage_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError) as e:
+        open_storage("postgresql://nobody:secret@127.0.0.1:1/nasmtl")
+    msg = str(e.value)
+    assert "127.0.0.1:1" in msg and "secret" not in msg and "\n" not in msg
+    with pytest.raises(StorageError, match="unsupported scheme"):
+        open_storage("redis://localhost")
+    with pytest.raises(StorageError):
+        open_storage(str(tmp_path / "file.txt" / "deeper" / "j.journal")) if (tmp_path / "file.txt").write_text("x") \
+            else None

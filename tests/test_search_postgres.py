@@ -1,0 +1,99 @@
+"""Three worker processes on one study in a real PostgreSQL server: every trial completed exactly once."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.test_search_resume import TINY, env
+
+pytestmark = pytest.mark.postgres
+
+
+def _bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres(tmp_path: Path):
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed; .ci/run installs the postgresql package")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
+    base = Path(tempfile.mkdtemp(prefix="nasmtl-pg-"))
+    data = base / "pgdata"
+    data.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        shutil.chown(data, "postgres")
+        os.chmod(base, 0o755)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    try:
+        for cmd in ([initdb, "-D", str(data), "-A", "trust", "-U", "nasmtl"],
+                    [pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                     f"-p {port} -h 127.0.0.1 -k {data}", "start"]):
+            done = subprocess.run(prefix + cmd, capture_output=True, text=True)
+            assert done.returncode == 0, f"{cmd[0]} failed: {done.stderr or done.stdout}"
+        url = f"postgresql://nasmtl@127.0.0.1:{port}/postgres"
+        yield url
+    finally:
+        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_three_workers_on_postgres(root: Path, tmp_path: Path, postgres: str) -> None:
+    from nasmtl.config import load_config
+    from nasmtl.search.run import start_run
+    from nasmtl.search.storage import open_storage
+
+    cfg_path = tmp_path / "tiny.toml"
+    cfg_path.write_text(TINY.format(root=root, trials=9).replace('sampler = "evolution"', 'sampler = "random"'))
+    start_run(load_config(cfg_path), "pg", postgres, tmp_path / "runs")
+    procs = [subprocess.Popen([sys.executable, "-m", "nasmtl.cli", "worker", "pg", "--storage", postgres,
+                               "--runs", str(tmp_path / f"w{i}")], env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path) for i in range(3)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="pg", storage=open_storage(postgres))
+    trials = study.get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert 9 <= len(done) <= 9 + 2
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    records = {}
+    for i in range(3):
+        for f in (tmp_path / f"w{i}" / "pg" / "trials").glob("*.json"):
+            rec = json.loads(f.read_text())
+            assert rec["trial"] not in records, f"trial {rec['trial']} recorded by two workers"
+            records[rec["trial"]] = (i, rec)
+    assert {t.number for t in done} == {n for n, (_, r) in records.items() if r["state"] == "complete"}
+    assert len({t.user_attrs["worker"] for t in done}) >= 2
+    for t in done:
+        i, rec = records[t.number]
+        assert rec["objectives"]["params"] == t.values[1]
+        assert (tmp_path / f"w{i}" / "pg" / "trials" / f"{t.number:05d}.onnx").is_file()
