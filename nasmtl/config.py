@@ -36,9 +36,9 @@ DEFAULT_TOML = """\
 # with a MACs cap, a small training budget; about five minutes on two CPU cores.
 [data]
 name = "multimnist"
-n_train = 1000
-n_val = 300
-n_test = 300
+n_train = 2000
+n_val = 500
+n_test = 500
 
 [space]
 grammar = "grammars/einspace.lark"
@@ -61,14 +61,14 @@ direction = "minimize"
 ref = 1_000_000
 
 [train]
-epochs = 2
-seconds = 12
+epochs = 3
+seconds = 15
 batch_size = 32
 lr = 0.003
 
 [search]
 sampler = "evolution"
-trials = 24
+trials = 30
 seconds = 420
 seed = 0
 trial_timeout = 60

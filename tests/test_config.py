@@ -103,3 +103,16 @@ def test_unknown_task_and_metric_are_config_errors(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD.replace("left.accuracy", "left.bleu")))
     with pytest.raises(ConfigError, match="no metric 'bleu'"):
         build_evaluator(cfg, None)
+
+
+def test_default_config_builds_its_grammar_space(root: Path) -> None:
+    if not (root / "grammars" / "einspace.lark").is_file():
+        pytest.skip("grammars/einspace.lark is not in this checkout")
+    import numpy as np
+
+    from nasmtl.search.evaluate import load_space
+
+    cfg = default_config()
+    space = load_space(cfg)
+    x = space.sample(np.random.default_rng(0))
+    assert space.encode(space.decode(space.encode(x))) == space.encode(x)

@@ -197,3 +197,16 @@ def test_unreachable_storage_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         open_storage(str(tmp_path / "file.txt" / "deeper" / "j.journal")) if (tmp_path / "file.txt").write_text("x") \
             else None
+
+
+def test_samplers_are_registered_with_the_benchmark_runner() -> None:
+    runner = pytest.importorskip("nasmtl.benchmarks.runner")
+    from nasmtl.benchmarks.table import BenchmarkUnavailable
+
+    try:
+        table = runner.load_table("nb201")
+    except BenchmarkUnavailable as e:
+        pytest.skip(str(e))
+    for name in ("evolution", "nsga2", "tpe"):
+        res = runner.run_benchmark(table, name, budget=25, seeds=1, objectives=("val_acc", "latency"))
+        assert len(set(res.runs[0].designs)) == 25 and 0 < res.runs[0].final <= 1
