@@ -1,0 +1,884 @@
+"""Shape-aware top-down sampling and replay of grammar derivations.
+
+One walker does both: sampling (choosing alternatives with the file's weights, filtered so that
+every choice can still complete) and replay (following a given derivation to compute shapes,
+costs and the op program). Feasibility comes from a memoised static analysis,
+``Analysis.rule(name, in_shape, target, depth)``: the fewest op nodes any completion needs, or
+None. A target is a shape pattern (``None`` entries are free); it arises where merges need equal
+shapes and where post-routing must invert pre-routing, so branches and routes are sampled to
+fit rather than drawn and thrown away.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from nasmtl.arch.registry import Shape, ShapeError, get_op
+from nasmtl.spaces.base import Prior, SpaceError
+from nasmtl.spaces.grammar_format import Alternative, Form, GrammarFile, Hole, Term, value_of
+
+Pattern = tuple  # tuple[int | None, ...] or None for "anything"
+
+SAME_SHAPE_OPS = frozenset({"identity", "dropout", "relu", "gelu", "sigmoid", "tanh", "softmax",
+                            "batchnorm", "layernorm", "posenc"})
+SEQ_RETRIES = 8
+HORIZON = 1
+"""Combinator levels the static analysis looks ahead; beyond it, untargeted modules are assumed to
+complete (identity-like ops exist) and targeted ones are not relied on."""
+LOCAL_RETRIES = 60
+"""Dead ends a draw may undo locally (trying a hole's next alternative) before it is thrown away."""
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A derivation tree: the alternative taken at a rule and one child per hole of it."""
+
+    rule: str
+    alt: int
+    children: tuple["Derivation", ...] = ()
+
+
+@dataclass(frozen=True)
+class Span:
+    """What one module-rule node of a derivation takes in, gives out and costs."""
+
+    rule: str
+    in_shape: Shape
+    out_shape: Shape
+    depth_left: int
+    nodes: int
+    params: int
+    macs: int
+
+
+class DeadEnd(Exception):
+    """A draw that cannot complete within its limits (it is thrown away and counted)."""
+
+
+@dataclass
+class Limits:
+    """Depth, node, parameter and MAC limits of a draw (0: no limit for params and MACs)."""
+
+    max_depth: int
+    max_nodes: int
+    max_params: int = 0
+    max_macs: int = 0
+
+
+Cost = tuple  # (op nodes, params, MACs): lower bounds of what a completion needs
+
+
+def _add(a: Cost, b: Cost) -> Cost:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def _min(a: Cost | None, b: Cost | None) -> Cost | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (min(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]))
+
+
+ZERO: Cost = (0, 0, 0)
+
+
+def _match(shape: Shape, pattern: Pattern | None) -> bool:
+    if pattern is None:
+        return True
+    return len(shape) == len(pattern) and all(p is None or p == s for s, p in zip(shape, pattern))
+
+
+def _concrete(pattern: Pattern | None) -> bool:
+    return pattern is not None and all(p is not None for p in pattern)
+
+
+def _axis(axis: Any, rank: int) -> int:
+    if axis is None:
+        return 0 if rank == 3 else rank - 1
+    return int(axis) % rank
+
+
+@dataclass
+class _Combo:
+    """One assignment of an op term's parameter holes: ``{hole index: value alternative}``."""
+
+    picks: tuple[tuple[int, int], ...]
+    attrs: dict[str, Any]
+
+
+@dataclass
+class _Fit:
+    """A combo that fits given input shapes, with its output shape and costs."""
+
+    combo: _Combo
+    out: Shape
+    params: int
+    macs: int
+
+
+class Analysis:
+    """Memoised feasibility: fewest op nodes to complete a rule from a shape to a pattern."""
+
+    def __init__(self, g: GrammarFile) -> None:
+        self.g = g
+        self._rule: dict[tuple, int | None] = {}
+        self._combos: dict[int, list[_Combo]] = {}
+        self._fits: dict[tuple, list[_Fit]] = {}
+
+    # ---- op terms ---------------------------------------------------------------------------
+
+    def combos(self, term: Term, owner: Alternative) -> list[_Combo]:
+        """Every assignment of the term's parameter holes, with the attributes it gives."""
+        key = id(term)
+        if key in self._combos:
+            return self._combos[key]
+        fixed: dict[str, Any] = {}
+        holes: list[tuple[str, int]] = []
+        for k, v in term.kwargs:
+            if isinstance(v, Hole):
+                holes.append((k, v.index))
+            else:
+                fixed[k] = v.value  # type: ignore[union-attr]
+        opts = [range(len(self.g.rules[owner.holes[h]].alts)) for _, h in holes]
+        out = []
+        for pick in itertools.product(*opts):
+            attrs = dict(fixed)
+            for (k, h), i in zip(holes, pick):
+                attrs[k] = value_of(self.g.rules[owner.holes[h]].alts[i].form)
+            out.append(_Combo(tuple((h, i) for (_, h), i in zip(holes, pick)), attrs))
+        self._combos[key] = out
+        return out
+
+    def fits(self, term: Term, owner: Alternative, ins: tuple[Shape, ...], pattern: Pattern | None,
+             extra: tuple = ()) -> list[_Fit]:
+        """The combos of an op term that accept ``ins`` and give a shape matching ``pattern``."""
+        key = (id(term), ins, pattern, extra)
+        hit = self._fits.get(key)
+        if hit is not None:
+            return hit
+        spec = get_op(term.head)
+        res = []
+        for c in self.combos(term, owner):
+            attrs = dict(c.attrs)
+            attrs.update(extra)
+            try:
+                full = spec.resolve(attrs)
+                spec.check_arity(len(ins))
+                out = tuple(int(v) for v in spec.shape(list(ins), full))
+            except (ShapeError, ValueError, KeyError, TypeError):
+                continue
+            if _match(out, pattern):
+                res.append(_Fit(_Combo(c.picks, full), out, int(spec.params(list(ins), out, full)),
+                                int(spec.macs(list(ins), out, full))))
+        self._fits[key] = res
+        return res
+
+    def options(self, slot: Form, owner: Alternative) -> list[tuple[int | None, Term, Alternative]]:
+        """The op terms a slot may hold: itself when inline, or each alternative of its rule."""
+        if isinstance(slot, Term):
+            return [(None, slot, owner)]
+        rule = self.g.rules[owner.holes[slot.index]]  # type: ignore[union-attr]
+        return [(i, a.form, a) for i, a in enumerate(rule.alts) if a.weight > 0]  # type: ignore[misc]
+
+    # ---- modules ----------------------------------------------------------------------------
+
+    def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
+        """Lower bound on (nodes, params, MACs) of a derivation of ``name`` from ``s`` to ``p``."""
+        key = (name, s, p, d, h)
+        if key in self._rule:
+            return self._rule[key]
+        self._rule[key] = None
+        best: Cost | None = None
+        for i, alt in enumerate(self.g.rules[name].alts):
+            if alt.weight <= 0:
+                continue
+            best = _min(best, self.form(alt.form, alt, s, p, d, h))
+        self._rule[key] = best
+        return best
+
+    def alt(self, name: str, i: int, s: Shape, p: Pattern | None, d: int) -> Cost | None:
+        """The bound for derivations starting with alternative ``i`` of ``name``."""
+        key = (name, i, s, p, d)
+        if key not in self._rule:
+            alt = self.g.rules[name].alts[i]
+            self._rule[key] = self.form(alt.form, alt, s, p, d)
+        return self._rule[key]
+
+    def form(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int,
+             h: int = HORIZON) -> Cost | None:
+        """The bound for a module form (hole, combinator or op term), looking ``h`` levels ahead."""
+        if isinstance(f, Hole):
+            return self.rule(alt.holes[f.index], s, p, d, h)
+        assert isinstance(f, Term)
+        if d < 1:
+            return None
+        if f.head in ("seq", "branch", "route"):
+            if h <= 0:
+                return (len(f.args) - (2 if f.head == "branch" else 0), 0, 0) if p is None and d >= 2 else None
+            if f.head == "seq":
+                return self._seq(f, alt, s, p, d, h - 1)
+            if f.head == "branch":
+                return self._branch(f, alt, s, p, d, h - 1)
+            return self._route(f, alt, s, p, d, h - 1)
+        best = None
+        for fit in self.fits(f, alt, (s,), p):
+            best = _min(best, (1, fit.params, fit.macs))
+        return best
+
+    def _seq(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
+        if p is None:
+            total = ZERO
+            for a in f.args:
+                n = self.form(a, alt, s, None, d - 1, h)
+                if n is None:
+                    return None
+                total = _add(total, n)
+            return total
+        best = None
+        for j in range(len(f.args)):
+            best = _min(best, self.seq_at(f, alt, s, p, d, j, h))
+        return best
+
+    def seq_at(self, f: Term, alt: Alternative, s: Shape, p: Pattern, d: int, j: int,
+               h: int = HORIZON - 1) -> Cost | None:
+        """Nodes of a targeted seq whose ``j``-th module does the change (the others keep shape)."""
+        total = ZERO
+        after = p if _concrete(p) else s
+        for i, a in enumerate(f.args):
+            n = self.form(a, alt, s if i <= j else after, s if i < j else (p if i == j else after), d - 1, h)
+            if n is None:
+                return None
+            total = _add(total, n)
+        return total
+
+    def split_options(self, f: Term, alt: Alternative, s: Shape, k: int) -> list[tuple[int | None, Term, Alternative, list[Shape]]]:
+        """Split terms that fit ``s`` into ``k`` branches, with the branch input shapes."""
+        out = []
+        for i, term, owner in self.options(f.args[0], alt):
+            if term.head == "clone":
+                out.append((i, term, owner, [s] * k))
+                continue
+            for c in self.combos(term, owner):
+                shapes = self.group_shapes(s, k, c.attrs.get("axis"))
+                if shapes is not None:
+                    out.append((i, term, owner, shapes))
+                    break
+        return out
+
+    @staticmethod
+    def group_shapes(s: Shape, k: int, axis: Any) -> list[Shape] | None:
+        """Branch inputs of a grouping split, or None when ``k`` does not divide the axis."""
+        try:
+            ax = _axis(axis, len(s))
+        except (TypeError, ValueError, ZeroDivisionError):
+            return None
+        if s[ax] % k:
+            return None
+        part = list(s)
+        part[ax] //= k
+        return [tuple(part)] * k
+
+    def one_op_outputs(self, f: Form, alt: Alternative, s: Shape) -> list[Shape]:
+        """``s`` and the shapes one op of this module form can give from ``s`` (merge candidates)."""
+        key = ("one", id(f), s)
+        hit = self._fits.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        out: list[Shape] = [s]
+        todo: list[tuple[Form, Alternative]] = [(f, alt)]
+        seen: set[int] = set()
+        while todo:
+            g, owner = todo.pop()
+            if id(g) in seen:
+                continue
+            seen.add(id(g))
+            if isinstance(g, Hole):
+                for a in self.g.rules[owner.holes[g.index]].alts:
+                    if a.weight > 0:
+                        todo.append((a.form, a))
+            elif isinstance(g, Term) and g.head not in ("seq", "branch", "route"):
+                for fit in self.fits(g, owner, (s,), None):
+                    if fit.out not in out:
+                        out.append(fit.out)
+        self._fits[key] = out  # type: ignore[assignment]
+        return out
+
+    @staticmethod
+    def merge_pattern(head: str, attrs: Mapping[str, Any], t: Shape) -> Pattern:
+        """The pattern every branch must reach for a merged shape ``t`` (concat frees its axis)."""
+        if head == "concat":
+            ax = _axis(attrs.get("axis"), len(t))
+            return tuple(None if i == ax else v for i, v in enumerate(t))
+        return t
+
+    def merge_targets(self, term: Term, attrs: Mapping[str, Any], k: int, p: Pattern | None,
+                      first: Shape | None) -> list[Pattern | None] | None:
+        """Patterns for the branches of a merge (later ones from the first branch's output)."""
+        head = term.head
+        if head in ("add", "multiply"):
+            return [p] + [first if first is not None else p] * (k - 1)
+        if head == "concat":
+            rank = len(first) if first is not None else (len(p) if p is not None else None)
+            if rank is None:
+                return [None] * k
+            ax = _axis(attrs.get("axis"), rank)
+            if p is not None and p[ax] is not None:
+                if p[ax] % k:
+                    return None
+                part = tuple(p[ax] // k if i == ax else v for i, v in enumerate(p))
+                return [part] * k
+            base = first if first is not None else p
+            free = tuple(None if i == ax else v for i, v in enumerate(base))  # type: ignore[arg-type]
+            return [p if first is None else free] + [free] * (k - 1)
+        if head == "matmul" and k == 2:
+            x = (*p[:-1], None) if p is not None else None
+            if first is None:
+                return [x, None]
+            last = p[-1] if p is not None else None
+            y = (*first[:-2], last, first[-1]) if attrs.get("transpose_b") else (*first[:-2], first[-1], last)
+            return [x, y]
+        return [None] * k if p is None else None
+
+    def _branch(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
+        k = len(f.args) - 2
+        best = None
+        for _, _, _, shapes in self.split_options(f, alt, s, k):
+            for _, term, owner in self.options(f.args[-1], alt):
+                for c in self.combos(term, owner)[:1]:
+                    n = self.branch_with(f, alt, shapes, term, c.attrs, p, d, h)
+                    if n is not None:
+                        best = _min(best, _add(n, (1 + (k if shapes[0] != s else 0), 0, 0)))
+        return best
+
+    def first_targets(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                      attrs: Mapping[str, Any], p: Pattern | None, d: int) -> list[tuple[Shape, Cost]]:
+        """Outputs the first branch may aim for (one op away) so that all branches fit the merge."""
+        key = ("first", id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
+               tuple(shapes), p, d)
+        hit = self._fits.get(key)
+        if hit is not None:
+            return hit  # type: ignore[return-value]
+        out: list[tuple[Shape, Cost]] = []
+        k = len(shapes)
+        base = self.merge_targets(merge, attrs, k, p, None)
+        branches = f.args[1:-1]
+        if base is not None:
+            for t in self.one_op_outputs(branches[0], alt, shapes[0]):
+                if not _match(t, base[0]):
+                    continue
+                rest = self.merge_targets(merge, attrs, k, p, t)
+                total = self.form(branches[0], alt, shapes[0], t, d - 1) if rest is not None else None
+                for b, sh, r in zip(branches[1:], shapes[1:], (rest or [])[1:]):
+                    if total is None:
+                        break
+                    n = self.form(b, alt, sh, r, d - 1)
+                    total = None if n is None else _add(total, n)
+                if total is not None:
+                    out.append((t, total))
+        self._fits[key] = out  # type: ignore[assignment]
+        return out
+
+    def branch_with(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                    attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int = HORIZON - 1) -> Cost | None:
+        """Optimistic nodes of the branches for a split and merge (later branches approximated)."""
+        targets = self.merge_targets(merge, attrs, len(shapes), p, None)
+        if targets is None:
+            return None
+        total = ZERO
+        for a, sh, t in zip(f.args[1:-1], shapes, targets):
+            n = self.form(a, alt, sh, t, d - 1, h)
+            if n is None:
+                return None
+            total = _add(total, n)
+        return total
+
+    def branch_exact(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                     attrs: Mapping[str, Any], p: Pattern | None, d: int) -> Cost | None:
+        """Like ``branch_with`` but checking every branch against a concrete first output."""
+        best = None
+        for _, c in self.first_targets(f, alt, shapes, merge, attrs, p, d):
+            best = _min(best, c)
+        return best
+
+    def post_target(self, post: Term, attrs: Mapping[str, Any], pre: Term, pre_attrs: Mapping[str, Any],
+                    mid: Shape, p: Pattern | None) -> tuple[Pattern | None, dict[str, Any]] | None:
+        """The pattern the routed module must reach so that ``post`` gives ``p``, and auto attributes."""
+        extra: dict[str, Any] = {}
+        head = post.head
+        if head == "col2im":
+            if "h" in attrs:
+                h, w = attrs["h"], attrs["w"]
+            elif pre.head == "im2col":
+                k = pre_attrs["k"]
+                st = k if pre_attrs.get("stride") is None else pre_attrs["stride"]
+                pad = pre_attrs.get("padding", 0)
+                src = pre_attrs["_in"]
+                h, w = (src[1] + 2 * pad - k) // st + 1, (src[2] + 2 * pad - k) // st + 1
+                extra = {"h": h, "w": w}
+            else:
+                return None
+            if p is not None and (len(p) != 3 or p[1] not in (None, h) or p[2] not in (None, w)):
+                return None
+            return (h * w, p[0] if p is not None else None), extra
+        if head == "permute":
+            if "perm" in attrs:
+                perm = tuple(attrs["perm"])
+            elif pre.head == "permute":
+                fwd = tuple(pre_attrs["perm"])
+                perm = tuple(sorted(range(len(fwd)), key=lambda i: fwd[i]))
+                extra = {"perm": perm}
+            else:
+                return None
+            if p is None:
+                return (None,) * len(perm), extra
+            if len(p) != len(perm):
+                return None
+            inv = [None] * len(perm)
+            for i, q in enumerate(perm):
+                inv[q] = p[i]
+            return tuple(inv), extra
+        if head in SAME_SHAPE_OPS:
+            return p, extra
+        if head == "linear" and p is not None:
+            ax = _axis(None, len(p))
+            if p[ax] not in (None, attrs.get("out")):
+                return None
+            return tuple(None if i == ax else v for i, v in enumerate(p)), extra
+        return (None, extra) if p is None else None
+
+    def route_plans(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None):
+        """Every (pre option, pre fit, post option, post combo, module target, auto attrs) that fits."""
+        for pi, pre, powner in self.options(f.args[0], alt):
+            for fit in self.fits(pre, powner, (s,), None):
+                pre_attrs = dict(fit.combo.attrs, _in=s)
+                for qi, post, qowner in self.options(f.args[2], alt):
+                    for c in self.combos(post, qowner):
+                        tgt = self.post_target(post, c.attrs, pre, pre_attrs, fit.out, p)
+                        if tgt is not None:
+                            yield pi, pre, powner, fit, qi, post, qowner, c, tgt[0], tgt[1]
+
+    def _route(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
+        best = None
+        for plan in self.route_plans(f, alt, s, p):
+            fit, target = plan[3], plan[8]
+            n = self.form(f.args[1], alt, fit.out, target, d - 1, h)
+            if n is not None:
+                best = _min(best, _add(n, (2, fit.params, fit.macs)))
+        return best
+
+
+@dataclass
+class _Frame:
+    alt: Alternative
+    given: Derivation | None
+    children: list[Derivation | None] = field(default_factory=list)
+
+
+class Walker:
+    """Samples a derivation (``given`` None) or replays one, tracking shapes, costs and ops."""
+
+    def __init__(self, g: GrammarFile, analysis: Analysis, limits: Limits, *,
+                 rng: np.random.Generator | None = None, prior: Prior | None = None,
+                 weights: Mapping[str, list[float]] | None = None, record: bool = False,
+                 spans: bool = False) -> None:
+        self.g, self.an, self.lim = g, analysis, limits
+        self.rng, self.prior = rng, prior or {}
+        self.weights = weights or {}
+        self.record, self.keep_spans = record, spans
+        self.program: list[tuple[str, list[int], dict[str, Any], Shape]] = []
+        self.params = self.macs = self.nodes = 0
+        self.reserved: Cost = ZERO
+        self._choices: list[tuple[str, str]] = []
+        self.spans: dict[str, Span] = {}
+        self.retries = 0
+
+    @property
+    def choices(self) -> dict[str, str]:
+        """The decisions taken, ``{"<rule>@<path>": label}``."""
+        return dict(self._choices)
+
+    @property
+    def sampling(self) -> bool:
+        return self.rng is not None
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+
+    def _fail(self, msg: str) -> DeadEnd | SpaceError:
+        return DeadEnd(msg) if self.sampling else SpaceError(msg)
+
+    def _emit(self, op: str, inputs: list[int], attrs: dict[str, Any], ins: list[Shape],
+              out: Shape | None = None, params: int | None = None, macs: int | None = None) -> tuple[int, Shape]:
+        spec = get_op(op)
+        if out is None:
+            try:
+                attrs = spec.resolve(attrs)
+                spec.check_arity(len(ins))
+                out = tuple(int(v) for v in spec.shape(ins, attrs))
+            except (ShapeError, ValueError, KeyError, TypeError) as e:
+                raise self._fail(f"{op} on {', '.join(map(str, ins))}: {e}") from None
+            params, macs = int(spec.params(ins, out, attrs)), int(spec.macs(ins, out, attrs))
+        self.nodes += 1
+        self.params += params or 0
+        self.macs += macs or 0
+        if self.sampling and not self._within(0, 0):
+            raise DeadEnd("over budget")
+        if self.record:
+            self.program.append((op, inputs, attrs, out))
+        return len(self.program) - 1 if self.record else self.nodes, out
+
+    def _within(self, params: int, macs: int) -> bool:
+        lim = self.lim
+        return ((not lim.max_params or self.params + params <= lim.max_params)
+                and (not lim.max_macs or self.macs + macs <= lim.max_macs)
+                and self.nodes <= lim.max_nodes)
+
+    def _affords(self, c: Cost) -> bool:
+        """Whether a completion needing at least ``c`` still fits beside what is used and reserved."""
+        lim, r = self.lim, self.reserved
+        return (self.nodes + r[0] + c[0] <= lim.max_nodes
+                and (not lim.max_params or self.params + r[1] + c[1] <= lim.max_params)
+                and (not lim.max_macs or self.macs + r[2] + c[2] <= lim.max_macs))
+
+    def _reserve(self, c: Cost, sign: int) -> None:
+        self.reserved = (self.reserved[0] + sign * c[0], self.reserved[1] + sign * c[1],
+                         self.reserved[2] + sign * c[2])
+
+    def _choose(self, key_rule: str, path: str, labels: list[str], cands: list[tuple[int, float]]) -> int:
+        if not cands:
+            raise DeadEnd(f"no alternative of '{key_rule}' fits at {path}")
+        w = [wt for _, wt in cands]
+        pr = self.prior.get(f"{key_rule}@{path}") or self.prior.get(key_rule)
+        if pr:
+            pw = [wt * float(pr.get(labels[i], 0.0)) for (i, _), wt in zip(cands, w)]
+            if sum(pw) > 0:
+                w = pw
+        if len(cands) == 1:
+            return cands[0][0]
+        tot = sum(w)
+        if tot <= 0:
+            raise DeadEnd(f"only zero-weight alternatives of '{key_rule}' fit at {path}")
+        r = self.rng.random() * tot  # type: ignore[union-attr]
+        acc = 0.0
+        for (i, _), wt in zip(cands, w):
+            acc += wt
+            if r < acc:
+                return i
+        return cands[-1][0]
+
+    def _record(self, rule: str, path: str, label: str, n_alts: int) -> None:
+        if n_alts > 1:
+            self._choices.append((f"{rule}@{path}", label))
+
+    def _alt_weights(self, rule: str) -> list[float]:
+        return self.weights.get(rule) or [a.weight for a in self.g.rules[rule].alts]
+
+    # ---- modules ----------------------------------------------------------------------------
+
+    def root(self, s: Shape, given: Derivation | None = None) -> tuple[Derivation, int, Shape]:
+        """Sample (or replay) the start rule from input shape ``s``."""
+        return self.rule(self.g.start, -1, s, None, self.lim.max_depth, "0", given)
+
+    def rule(self, name: str, x: int, s: Shape, p: Pattern | None, d: int, path: str,
+             given: Derivation | None) -> tuple[Derivation, int, Shape]:
+        """Expand one module rule."""
+        rule = self.g.rules[name]
+        if given is not None:
+            if given.rule != name or not 0 <= given.alt < len(rule.alts):
+                raise SpaceError(f"derivation node {given.rule}#{given.alt} does not fit rule '{name}'")
+            i = given.alt
+        else:
+            base = self._alt_weights(name)
+            decay = self.g.limits["depth_decay"] ** (self.lim.max_depth - d)
+            cands = []
+            for k, a in enumerate(rule.alts):
+                if base[k] <= 0:
+                    continue
+                n = self.an.alt(name, k, s, p, d)
+                if n is not None and self._affords(n):
+                    cands.append((k, base[k] * (decay if a.recursive else 1.0)))
+            labels = [a.label for a in rule.alts]
+            while True:
+                i = self._choose(name, path, labels, cands)
+                snap = self._snapshot()
+                try:
+                    return self._expand(rule, i, None, x, s, p, d, path)
+                except DeadEnd:
+                    self.retries += 1
+                    if self.retries > LOCAL_RETRIES:
+                        raise
+                    self._restore(snap)
+                    cands = [c for c in cands if c[0] != i]
+        return self._expand(rule, i, given, x, s, p, d, path)
+
+    def _expand(self, rule, i: int, given: Derivation | None, x: int, s: Shape, p: Pattern | None, d: int,
+                path: str) -> tuple[Derivation, int, Shape]:
+        name = rule.name
+        alt = rule.alts[i]
+        self._record(name, path, alt.label, len(rule.alts))
+        fr = _Frame(alt, given, [None] * len(alt.holes))
+        start = (self.nodes, self.params, self.macs)
+        y, out = self.form(alt.form, fr, x, s, p, d, path)
+        if p is not None and not _match(out, p):
+            raise self._fail(f"'{name}' at {path} gives {out}, needs {p}")
+        der = Derivation(name, i, tuple(fr.children))  # type: ignore[arg-type]
+        if self.keep_spans:
+            self.spans[path] = Span(name, s, out, d, self.nodes - start[0], self.params - start[1],
+                                    self.macs - start[2])
+        return der, y, out
+
+    def _child(self, fr: _Frame, h: int) -> Derivation | None:
+        if fr.given is None:
+            return None
+        if h >= len(fr.given.children):
+            raise SpaceError(f"derivation node {fr.given.rule}#{fr.given.alt} lacks child {h}")
+        return fr.given.children[h]
+
+    def form(self, f: Form, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
+        """Walk a module form."""
+        if isinstance(f, Hole):
+            der, y, out = self.rule(fr.alt.holes[f.index], x, s, p, d, f"{path}.{f.index}",
+                                    self._child(fr, f.index))
+            fr.children[f.index] = der
+            return y, out
+        assert isinstance(f, Term)
+        if d < 1 and self.sampling:
+            raise DeadEnd("depth")
+        if f.head == "seq":
+            return self._seq(f, fr, x, s, p, d, path)
+        if f.head == "branch":
+            return self._branch(f, fr, x, s, p, d, path)
+        if f.head == "route":
+            return self._route(f, fr, x, s, p, d, path)
+        return self._op(f, fr, None, [x], [s], p, path)
+
+    def _est(self, forms, fr: _Frame, shapes, d: int) -> Cost:
+        total = ZERO
+        for f, s in zip(forms, shapes):
+            total = _add(total, self.an.form(f, fr.alt, s, None, d, 1) or (1, 0, 0))
+        return total
+
+    def _seq(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
+        args = f.args
+        targets: list[Pattern | None] = [None] * len(args)
+        j = -1
+        if self.sampling and p is not None:
+            ok = [i for i in range(len(args)) if self.an.seq_at(f, fr.alt, s, p, d, i) is not None]
+            if not ok:
+                raise DeadEnd("seq cannot reach target")
+            j = ok[int(self.rng.integers(len(ok)))]  # type: ignore[union-attr]
+        cur = s
+        for i, a in enumerate(args):
+            t = None
+            if j >= 0:
+                t = cur if i != j else p
+            later = self._est(args[i + 1:], fr, [cur] * len(args), d - 1) if self.sampling else ZERO
+            self._reserve(later, 1)
+            try:
+                x, cur = self.form(a, fr, x, cur, t, d - 1, path)
+            finally:
+                self._reserve(later, -1)
+            targets[i] = t
+        return x, cur
+
+    def _snapshot(self) -> tuple:
+        return (len(self.program), self.params, self.macs, self.nodes, len(self._choices))
+
+    def _restore(self, snap: tuple) -> None:
+        del self.program[snap[0]:]
+        self.params, self.macs, self.nodes = snap[1], snap[2], snap[3]
+        del self._choices[snap[4]:]
+
+    def _pick_option(self, slot: Form, fr: _Frame, path: str, ok) -> tuple[Term, _Frame, int | None]:
+        """Choose the term of an op or split slot among options for which ``ok(term, owner)`` holds."""
+        if isinstance(slot, Term):
+            return slot, fr, None
+        assert isinstance(slot, Hole)
+        name = fr.alt.holes[slot.index]
+        rule = self.g.rules[name]
+        sub = f"{path}.{slot.index}"
+        given = self._child(fr, slot.index)
+        if given is not None:
+            if given.rule != name or not 0 <= given.alt < len(rule.alts):
+                raise SpaceError(f"derivation node {given.rule}#{given.alt} does not fit rule '{name}'")
+            i = given.alt
+        else:
+            base = self._alt_weights(name)
+            cands = [(k, base[k]) for k, a in enumerate(rule.alts) if base[k] > 0 and ok(a.form, a)]
+            i = self._choose(name, sub, [a.label for a in rule.alts], cands)
+        alt = rule.alts[i]
+        self._record(name, sub, alt.label, len(rule.alts))
+        child = _Frame(alt, given, [None] * len(alt.holes))
+        fr.children[slot.index] = Derivation(name, i, ())
+        return alt.form, child, slot.index  # type: ignore[return-value]
+
+    def _close_option(self, fr: _Frame, hole: int | None, child: _Frame) -> None:
+        if hole is not None:
+            d = fr.children[hole]
+            fr.children[hole] = Derivation(d.rule, d.alt, tuple(child.children))  # type: ignore[union-attr,arg-type]
+
+    def _pick_combo(self, term: Term, owner: _Frame, fits: list[_Fit], path: str) -> _Fit:
+        """Choose parameter values one hole at a time among fitting combos (given: replay them)."""
+        if owner.given is not None or not self.sampling:
+            picks = tuple((h, self._child(owner, h).alt) for h, _ in (fits[0].combo.picks if fits else ()))  # type: ignore[union-attr]
+            match = [f for f in fits if f.combo.picks == picks]
+            if not match:
+                raise self._fail(f"{term.head} at {path} does not fit its input")
+            fit = match[0]
+        else:
+            fits = [f for f in fits if self._affords((1, f.params, f.macs))]
+            if not fits:
+                raise DeadEnd(f"{term.head} at {path} is over budget")
+            n = len(fits[0].combo.picks)
+            for pos in range(n):
+                h = fits[0].combo.picks[pos][0]
+                name = owner.alt.holes[h]
+                base = self._alt_weights(name)
+                vals = sorted({f.combo.picks[pos][1] for f in fits})
+                labels = [a.label for a in self.g.rules[name].alts]
+                v = self._choose(name, f"{path}.{h}", labels, [(i, base[i]) for i in vals if base[i] > 0])
+                fits = [f for f in fits if f.combo.picks[pos][1] == v]
+            fit = fits[0]
+        for h, i in fit.combo.picks:
+            name = owner.alt.holes[h]
+            self._record(name, f"{path}.{h}", self.g.rules[name].alts[i].label, len(self.g.rules[name].alts))
+            owner.children[h] = Derivation(name, i, ())
+        return fit
+
+    def _op(self, term: Term, owner: _Frame, _: Any, xs: list[int], ins: list[Shape], p: Pattern | None,
+            path: str, extra: tuple = ()) -> tuple[int, Shape]:
+        fits = self.an.fits(term, owner.alt, tuple(ins), p, extra)
+        fit = self._pick_combo(term, owner, fits, path)
+        return self._emit(term.head, xs, fit.combo.attrs, ins, fit.out, fit.params, fit.macs)
+
+    def _branch(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
+        k = len(f.args) - 2
+        an = self.an
+        splits = {id(t): sh for _, t, _, sh in an.split_options(f, fr.alt, s, k)}
+
+        def split_ok(term: Term, owner: Alternative) -> bool:
+            return id(term) in splits and any(
+                an.branch_exact(f, fr.alt, splits[id(term)], m, c.attrs, p, d) is not None
+                for _, m, mo in an.options(f.args[-1], fr.alt) for c in an.combos(m, mo)[:1])
+
+        sterm, sfr, shole = self._pick_option(f.args[0], fr, path, split_ok)
+        if sterm.head == "clone":
+            xs, shapes = [x] * k, [s] * k
+        else:
+            fits = [g for g in (_Fit(c, s, 0, 0) for c in an.combos(sterm, sfr.alt))
+                    if an.group_shapes(s, k, g.combo.attrs.get("axis")) is not None]
+            fit = self._pick_combo(sterm, sfr, fits, f"{path}.{shole}" if shole is not None else path)
+            axis = fit.combo.attrs.get("axis")
+            xs, shapes = [], []
+            for i in range(k):
+                y, sh = self._emit("chunk", [x], {"n": k, "index": i, "axis": axis}, [s])
+                xs.append(y)
+                shapes.append(sh)
+        self._close_option(fr, shole, sfr)
+
+        def merge_ok(term: Term, owner: Alternative) -> bool:
+            return any(an.branch_exact(f, fr.alt, shapes, term, c.attrs, p, d) is not None
+                       for c in an.combos(term, owner)[:1])
+
+        mterm, mfr, mhole = self._pick_option(f.args[-1], fr, path, merge_ok)
+        mpath = f"{path}.{mhole}" if mhole is not None else path
+        mcombos = [_Fit(c, s, 0, 0) for c in an.combos(mterm, mfr.alt)]
+        mcombo = self._pick_combo(mterm, mfr, mcombos, mpath).combo
+        outs: list[Shape] = []
+        ys: list[int] = []
+        branches = f.args[1:-1]
+        first_target = None
+        if self.sampling:
+            base = an.merge_targets(mterm, mcombo.attrs, k, p, None)
+            if base is None:
+                raise DeadEnd("merge cannot reach target")
+            first_target = base[0]
+            feasible = [t for t, c in an.first_targets(f, fr.alt, shapes, mterm, mcombo.attrs, p, d)
+                        if self._affords(c)]
+            if feasible:
+                first_target = feasible[int(self.rng.integers(len(feasible)))]  # type: ignore[union-attr]
+        for attempt in range(SEQ_RETRIES if self.sampling else 1):
+            snap = self._snapshot()
+            targets = [first_target] + [None] * (k - 1)
+            later = self._est(branches[1:], fr, shapes[1:], d - 1) if self.sampling else ZERO
+            self._reserve(later, 1)
+            try:
+                y0, o0 = self.form(branches[0], fr, xs[0], shapes[0], targets[0], d - 1, path)
+            finally:
+                self._reserve(later, -1)
+            if not self.sampling:
+                ys, outs = [y0], [o0]
+                break
+            rest = an.merge_targets(mterm, mcombo.attrs, k, p, o0)
+            if rest is not None and all(an.form(b, fr.alt, sh, t, d - 1) is not None
+                                        for b, sh, t in zip(branches[1:], shapes[1:], rest[1:])):
+                ys, outs = [y0], [o0]
+                break
+            self.retries += 1
+            self._restore(snap)
+        else:
+            raise DeadEnd("no first branch fits the others")
+        if self.sampling:
+            rest = an.merge_targets(mterm, mcombo.attrs, k, p, outs[0])
+        else:
+            rest = [None] * k
+        for i in range(1, k):
+            later = self._est(branches[i + 1:], fr, shapes[i + 1:], d - 1) if self.sampling else ZERO
+            self._reserve(later, 1)
+            try:
+                y, o = self.form(branches[i], fr, xs[i], shapes[i], rest[i], d - 1, path)  # type: ignore[index]
+            finally:
+                self._reserve(later, -1)
+            ys.append(y)
+            outs.append(o)
+        y, out = self._emit(mterm.head, ys, dict(mcombo.attrs), outs)
+        self._close_option(fr, mhole, mfr)
+        if p is not None and not _match(out, p):
+            raise self._fail(f"branch at {path} gives {out}, needs {p}")
+        return y, out
+
+    def _route(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
+        an = self.an
+        plans = [pl for pl in an.route_plans(f, fr.alt, s, p)
+                 if not self.sampling or an.form(f.args[1], fr.alt, pl[3].out, pl[8], d - 1) is not None]
+        pre_ids = {id(pl[1]) for pl in plans}
+        pterm, pfr, phole = self._pick_option(f.args[0], fr, path, lambda t, o: id(t) in pre_ids)
+        fits = [pl[3] for pl in plans if pl[1] is pterm]
+        seen: list[_Fit] = []
+        for ft in fits:
+            if all(ft is not g for g in seen):
+                seen.append(ft)
+        if not self.sampling:
+            seen = an.fits(pterm, pfr.alt, (s,), None)
+        fit = self._pick_combo(pterm, pfr, seen, f"{path}.{phole}" if phole is not None else path)
+        x, mid = self._emit(pterm.head, [x], fit.combo.attrs, [s], fit.out, fit.params, fit.macs)
+        self._close_option(fr, phole, pfr)
+        pre_attrs = dict(fit.combo.attrs, _in=s)
+        plans = [pl for pl in plans if pl[1] is pterm and pl[3].combo.picks == fit.combo.picks]
+        post_ids = {id(pl[5]) for pl in plans}
+        qterm, qfr, qhole = self._pick_option(f.args[2], fr, path,
+                                              lambda t, o: id(t) in post_ids)
+        qpath = f"{path}.{qhole}" if qhole is not None else path
+        qcombo = self._pick_combo(qterm, qfr, [_Fit(c, s, 0, 0) for c in an.combos(qterm, qfr.alt)
+                                               if an.post_target(qterm, c.attrs, pterm, pre_attrs, mid, p) is not None
+                                               or not self.sampling], qpath).combo
+        tgt = an.post_target(qterm, qcombo.attrs, pterm, pre_attrs, mid, p)
+        if tgt is None:
+            raise self._fail(f"post-routing {qterm.head} at {path} cannot follow {pterm.head}")
+        target, extra = tgt
+        x, inner = self.form(f.args[1], fr, x, mid, target if self.sampling else None, d - 1, path)
+        x, out = self._op_post(qterm, qfr, qcombo, x, inner, extra, path)
+        self._close_option(fr, qhole, qfr)
+        return x, out
+
+    def _op_post(self, term: Term, owner: _Frame, combo: _Combo, x: int, s: Shape, extra: dict[str, Any],
+                 path: str) -> tuple[int, Shape]:
+        attrs = dict(combo.attrs)
+        attrs.update(extra)
+        return self._emit(term.head, [x], attrs, [s])
+
+
