@@ -71,23 +71,24 @@ class GrammarSpace:
     @classmethod
     def from_file(cls, path: str | Path, input_shape: Shape | None = None, *, max_depth: int | None = None,
                   max_nodes: int | None = None, max_params: int | None = None,
-                  max_macs: int | None = None) -> "GrammarSpace":
+                  max_macs: int | None = None, max_width: int | None = None) -> "GrammarSpace":
         """Load a grammar; limits given here override those written in the file."""
         g = load_grammar(path)
         return cls.from_grammar(g, input_shape, max_depth=max_depth, max_nodes=max_nodes,
-                                max_params=max_params, max_macs=max_macs)
+                                max_params=max_params, max_macs=max_macs, max_width=max_width)
 
     @classmethod
     def from_grammar(cls, g: GrammarFile, input_shape: Shape | None = None, *, max_depth: int | None = None,
                      max_nodes: int | None = None, max_params: int | None = None,
-                     max_macs: int | None = None) -> "GrammarSpace":
+                     max_macs: int | None = None, max_width: int | None = None) -> "GrammarSpace":
         """A space over an already loaded grammar."""
         lim = g.limits
         input_shape = input_shape or g.input_shape or (1, 36, 36)
         limits = Limits(int(max_depth if max_depth is not None else lim["max_depth"]),
                         int(max_nodes if max_nodes is not None else lim["max_nodes"]),
                         int(max_params if max_params is not None else lim["max_params"]),
-                        int(max_macs if max_macs is not None else lim["max_macs"]))
+                        int(max_macs if max_macs is not None else lim["max_macs"]),
+                        int(max_width if max_width is not None else lim["max_width"]))
         space = cls(g, tuple(int(v) for v in input_shape), limits)
         if space.analysis.rule(g.start, space.input_shape, None, limits.max_depth) is None:
             raise SpaceError(f"{g.path}: no design of this grammar fits input shape {space.input_shape} "
@@ -97,7 +98,7 @@ class GrammarSpace:
     @property
     def analysis(self) -> Analysis:
         if self._analysis is None:
-            self._analysis = Analysis(self.grammar)
+            self._analysis = Analysis(self.grammar, self.limits.max_width)
         return self._analysis
 
     def with_probabilities(self, overrides: Mapping[str, Mapping[str, float]]) -> "GrammarSpace":
@@ -211,10 +212,12 @@ class GrammarSpace:
 
     def fits_limits(self, x: Derivation) -> bool:
         """True when the design keeps the space's node, parameter and MAC limits and its depth."""
-        w = self._replay(x, spans=True)
+        w = self._replay(x, record=True, spans=True)
         lim = self.limits
         depth_used = lim.max_depth - min((s.depth_left for s in w.spans.values()), default=lim.max_depth) + 1
+        width = max((o[3][0 if len(o[3]) == 3 else -1] for o in w.program), default=0)
         return (w.nodes <= lim.max_nodes and depth_used <= lim.max_depth
+                and (not lim.max_width or width <= lim.max_width)
                 and (not lim.max_params or w.params <= lim.max_params)
                 and (not lim.max_macs or w.macs <= lim.max_macs))
 
@@ -267,7 +270,8 @@ class GrammarSpace:
             depth_left = max(sp.depth_left, 1)
             lim = Limits(depth_left, self.limits.max_nodes - (w.nodes - sp.nodes),
                          self.limits.max_params and self.limits.max_params - (w.params - sp.params),
-                         self.limits.max_macs and self.limits.max_macs - (w.macs - sp.macs))
+                         self.limits.max_macs and self.limits.max_macs - (w.macs - sp.macs),
+                         self.limits.max_width)
             if lim.max_nodes < 1 or lim.max_params < 0 or lim.max_macs < 0:
                 continue
             sub = Walker(self.grammar, self.analysis, lim, rng=rng, weights=self.weights)

@@ -24,9 +24,9 @@ from nasmtl.spaces.base import SpaceError
 COMBINATORS = ("seq", "branch", "route")
 SPLITS = ("clone", "group")
 LIMIT_KEYS = {"max_depth": int, "max_nodes": int, "max_params": int, "max_macs": int,
-              "depth_decay": float}
+              "max_width": int, "depth_decay": float}
 DEFAULT_LIMITS: dict[str, float] = {"max_depth": 8, "max_nodes": 64, "max_params": 0, "max_macs": 0,
-                                    "depth_decay": 0.75}
+                                    "max_width": 0, "depth_decay": 0.75}
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,9 @@ class GrammarFile:
 
     def parse(self, s: str) -> lark.Tree:
         """Parse an architecture string: LALR first, Earley when LALR's greedy lexer gets stuck."""
+        if not any(any(c.isspace() for c in t) for r in self.rules.values() for a in r.alts
+                   for k, t in a.items if k == "lit"):
+            s = "".join(s.split())
         try:
             return self.parser.parse(s)
         except lark.exceptions.UnexpectedInput:
@@ -393,7 +396,15 @@ def _read(path: str, text: str) -> tuple[dict[str, Rule], dict[str, float], str 
             while i < len(toks) and not _is_def(toks, i):
                 u = toks[i]
                 i += 1
-                if u.kind in ("nl", "directive"):
+                if u.kind == "nl":
+                    k = i
+                    while k < len(toks) and toks[k].kind in ("nl", "annot", "directive") and not (
+                            toks[k].kind == "annot" and any(g and g[0].line == toks[k].line for g in groups)):
+                        k += 1
+                    if k < len(toks) and toks[k].kind != "bar":
+                        break
+                    continue
+                if u.kind == "directive":
                     continue
                 if u.kind == "annot":
                     on_line = [k for k, g in enumerate(groups) if g and g[0].line == u.line]
@@ -443,7 +454,8 @@ class _Checker:
         if rule.role == role:
             return
         if rule.role:
-            raise self.err(where, f"rule '{name}' is used as {role} here but as {rule.role} elsewhere")
+            raise self.err(where, f"rule '{name}' is used as {_ROLE_NAMES[role]} here but as "
+                                  f"{_ROLE_NAMES[rule.role]} elsewhere")
         rule.role = role
         if sum(a.weight for a in rule.alts) <= 0:
             raise self.err(rule, f"all weights of rule '{name}' are zero")

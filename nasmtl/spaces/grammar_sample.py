@@ -67,6 +67,8 @@ class Limits:
     max_nodes: int
     max_params: int = 0
     max_macs: int = 0
+    max_width: int = 0
+    """Largest feature (channel) size of any tensor: im2col chains multiply it."""
 
 
 Cost = tuple  # (op nodes, params, MACs): lower bounds of what a completion needs
@@ -124,8 +126,9 @@ class _Fit:
 class Analysis:
     """Memoised feasibility: fewest op nodes to complete a rule from a shape to a pattern."""
 
-    def __init__(self, g: GrammarFile) -> None:
+    def __init__(self, g: GrammarFile, max_width: int = 0) -> None:
         self.g = g
+        self.max_width = max_width
         self._rule: dict[tuple, int | None] = {}
         self._combos: dict[int, list[_Combo]] = {}
         self._fits: dict[tuple, list[_Fit]] = {}
@@ -171,6 +174,8 @@ class Analysis:
                 spec.check_arity(len(ins))
                 out = tuple(int(v) for v in spec.shape(list(ins), full))
             except (ShapeError, ValueError, KeyError, TypeError):
+                continue
+            if self.max_width and out[0 if len(out) == 3 else -1] > self.max_width:
                 continue
             if _match(out, pattern):
                 res.append(_Fit(_Combo(c.picks, full), out, int(spec.params(list(ins), out, full)),
@@ -522,6 +527,8 @@ class Walker:
             except (ShapeError, ValueError, KeyError, TypeError) as e:
                 raise self._fail(f"{op} on {', '.join(map(str, ins))}: {e}") from None
             params, macs = int(spec.params(ins, out, attrs)), int(spec.macs(ins, out, attrs))
+        if self.sampling and self.lim.max_width and out[0 if len(out) == 3 else -1] > self.lim.max_width:
+            raise DeadEnd(f"{op} gives {out}, wider than {self.lim.max_width}")
         self.nodes += 1
         self.params += params or 0
         self.macs += macs or 0
