@@ -32,7 +32,7 @@ def config(seed: int, trials: int, epochs: int, early: bool) -> dict:
                        {"name": "macs", "direction": "minimize", "ref": 2_000_000}],
         "train": {"epochs": float(epochs), "batch_size": 32, "lr": 0.003},
         "search": {"sampler": "random", "trials": trials, "seed": seed, "trial_timeout": 300,
-                   "early_stopping": {"enabled": early, "min_trials": 3, "fraction": 0.5, "min_epoch": 0}},
+                   "early_stopping": {"enabled": early, "min_trials": 3, "fraction": 0.3, "min_epoch": 0}},
     }
 
 
@@ -44,10 +44,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
+    with tempfile.TemporaryDirectory() as warm:
+        run_engine(start_run(parse_config(config(99, 1, 1, False), "<warm-up>"), "warm", None, Path(warm)),
+                   progress=None)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             row = {}
-            for early in (False, True):
+            for early in ((False, True) if seed % 2 else (True, False)):
                 cfg = parse_config(config(seed, args.trials, args.epochs, early), "<bench>")
                 run = start_run(cfg, f"s{seed}-{'es' if early else 'full'}", None, Path(tmp))
                 t0 = time.perf_counter()
