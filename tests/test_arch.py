@@ -62,6 +62,7 @@ OP_CASES = {
     "col2im": lambda: _single("col2im", (16, 5), h=4, w=4),
     "chunk": lambda: _single("chunk", IMG, n=2, index=1),
     "posenc": lambda: _single("posenc", TOK),
+    "zero": lambda: _single("zero", IMG, out=5, stride=2),
 }
 
 

@@ -10,23 +10,12 @@ import pytest
 import torch
 
 from nasmtl.arch import arch_cost, has_op, to_torch
-from nasmtl.arch.registry import _REGISTRY
 from nasmtl.spaces.base import ArchitectureSpace, SearchSpace, SpaceError
 from nasmtl.spaces.cell import SEARCH_SPACES, CellDesign, CellSpace
 
 NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 SHAPE = (3, 16, 16)
 HEADS = {"a": 10, "b": 3}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _unregister_zero_op():
-    """Cells with dead outputs register the ``zero`` op; remove it again so the op registry
-    looks as the IR's own tests expect (until ``zero`` moves into nasmtl/arch/ops.py)."""
-    had = has_op("zero")
-    yield
-    if not had:
-        _REGISTRY.pop("zero", None)
 
 
 @pytest.fixture(scope="module")

@@ -135,22 +135,41 @@ class PositionalEncoding(nn.Module):
 
 
 class Im2Col(nn.Module):
-    """Patch extraction (C,H,W) -> (L, C*k*k), computed as a fixed one-hot convolution.
+    """Patch extraction (C,H,W) -> (L, C*k*k) in ``nn.Unfold``'s channel-major order.
 
-    A convolution with one-hot kernels gives exactly ``nn.Unfold``'s channel-major patch order
-    and exports to ONNX as a plain ``Conv``.
+    Built from k*k strided slices of the padded image, so the ONNX graph holds only Pad, Slice,
+    Concat and Reshape nodes: no weights, no multiply-accumulates, memory linear in the output.
     """
 
     def __init__(self, channels: int, k: int, stride: int, padding: int) -> None:
         super().__init__()
-        eye = torch.eye(channels * k * k).reshape(channels * k * k, channels, k, k)
-        self.register_buffer("kernel", eye, persistent=False)
+        self.channels = channels
+        self.k = k
         self.stride = stride
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cols = F.conv2d(x, self.kernel, stride=self.stride, padding=self.padding)
-        return cols.flatten(2).transpose(1, 2)
+        k, st, p = self.k, self.stride, self.padding
+        if p:
+            x = F.pad(x, (p, p, p, p))
+        oh = (x.shape[-2] - k) // st + 1
+        ow = (x.shape[-1] - k) // st + 1
+        taps = [x[:, :, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st]
+                for i in range(k) for j in range(k)]
+        cols = torch.stack(taps, dim=2)
+        return cols.flatten(1, 2).flatten(2).transpose(1, 2)
+
+
+class Zero(nn.Module):
+    """Zeros of shape (out, ceil(H/stride), ceil(W/stride)): a cut edge that still exports to ONNX."""
+
+    def __init__(self, out: int, stride: int) -> None:
+        super().__init__()
+        self.out, self.stride = out, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x[:, :1, :: self.stride, :: self.stride] * 0.0
+        return y.repeat(1, self.out, 1, 1)
 
 
 class Col2Im(nn.Module):

@@ -333,6 +333,21 @@ register(OpSpec("col2im", _col2im_shape, lambda i, o, a: m.Col2Im(a["h"], a["w"]
                 doc="tokens back to an image grid: (h*w, D) -> (D, h, w)"))
 
 
+def _zero_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
+    s = ins[0]
+    _need_rank(s, (3,), "zero")
+    st = a["stride"]
+    if st < 1:
+        raise ShapeError(f"zero needs stride >= 1, got {st}")
+    out = s[0] if a["out"] is None else a["out"]
+    return (out, (s[1] - 1) // st + 1, (s[2] - 1) // st + 1)
+
+
+register(OpSpec("zero", _zero_shape, lambda i, o, a: m.Zero(o[0], a["stride"]),
+                attrs={"out": None, "stride": 1},
+                doc="zeros shaped like a strided image: the 'none' edge of cell spaces"))
+
+
 def _chunk_shape(ins: Sequence[Shape], a: Attrs) -> Shape:
     s = ins[0]
     ax = _norm_axis(a["axis"], s)

@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 from nasmtl.arch.compose import compose, shared_layout
 from nasmtl.arch.ir import Arch, ArchBuilder
-from nasmtl.arch.registry import OpSpec, Shape, ShapeError, has_op, register
+from nasmtl.arch.registry import Shape, ShapeError, has_op
 from nasmtl.spaces.base import Decide, Prior, SpaceError, rng_decide, weighted_choice
 
 try:
@@ -42,35 +40,6 @@ SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 Slot = tuple[int, str]
 """One incoming edge of a node: (source node, op name)."""
 CellSlots = tuple[Slot, ...]
-
-
-class Zero(nn.Module):
-    """Zeros of shape (out, ceil(H/stride), ceil(W/stride)): a cut edge, exportable to ONNX."""
-
-    def __init__(self, out: int, stride: int) -> None:
-        super().__init__()
-        self.out, self.stride = out, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x[:, :1, :: self.stride, :: self.stride] * 0.0
-        return y.repeat(1, self.out, 1, 1)
-
-
-def _zero_shape(ins: Sequence[Shape], a: Mapping[str, Any]) -> Shape:
-    s = ins[0]
-    if len(s) != 3:
-        raise ShapeError(f"zero needs an image (C, H, W) input, got {s}")
-    st = a["stride"]
-    out = s[0] if a["out"] is None else a["out"]
-    return (out, (s[1] - 1) // st + 1, (s[2] - 1) // st + 1)
-
-
-def ensure_zero_op() -> None:
-    """Register the ``zero`` op on first use (only cells whose nodes carry no signal need it)."""
-    if not has_op("zero"):
-        register(OpSpec("zero", _zero_shape,
-                        lambda i, o, a: Zero(o[0], a["stride"]), attrs={"out": None, "stride": 1},
-                        doc="zeros shaped like a strided image: the 'none' op of cell spaces"))
 
 
 @dataclass(frozen=True)
@@ -446,8 +415,6 @@ class CellSpace:
         stride = 2 if ct.reduction else 1
         ref = h[0]
         outs = [h[n] for n in ct.node_ids()] if ct.output == "concat" else [h[ct.node_ids()[-1]]]
-        if any(o is None for o in outs):
-            ensure_zero_op()
         if all(o is None for o in outs):
             n_out = c * len(outs)
             return b.add("zero", ref, name=f"{tag}.zero", out=n_out, stride=stride)
