@@ -168,10 +168,10 @@ def _check_support(
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over at most CALIBRATION_SAMPLES samples in small batches."""
+    """onnxruntime CalibrationDataReader over the given samples in batches of CALIBRATION_BATCH."""
 
     def __init__(self, input_name: str, x: np.ndarray) -> None:
-        x = np.ascontiguousarray(x[:CALIBRATION_SAMPLES], dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
         self._batches = [{input_name: x[i : i + CALIBRATION_BATCH]} for i in range(0, len(x), CALIBRATION_BATCH)]
         self._it: Iterator[dict[str, np.ndarray]] = iter(self._batches)
 
@@ -312,9 +312,11 @@ def quantize(
     *,
     calibration: np.ndarray | None = None,
     default: Precision = "fp32",
+    calibration_samples: int = CALIBRATION_SAMPLES,
 ) -> QuantResult:
     """Quantize each Conv/Gemm/MatMul node at its policy precision (unnamed nodes: ``default``); unsupported
-    combinations are skipped with a reason, and ``out_path`` is written only once the result checks and runs."""
+    combinations are skipped with a reason, and ``out_path`` is written only once the result checks and runs.
+    Static int8 calibrates on the first ``calibration_samples`` rows of ``calibration``."""
     t0 = time.perf_counter()
     model_path, out_path = Path(model_path), Path(out_path)
     for prec in (*policy.values(), default):
@@ -329,8 +331,10 @@ def quantize(
             skipped[name] = f"no node named {name!r} in {model_path}"
         elif by_name[name].op_type not in QUANTIZABLE_OPS and prec != "fp32":
             skipped[name] = f"{by_name[name].op_type} is not quantizable (only {', '.join(QUANTIZABLE_OPS)})"
+    if calibration_samples < 1:
+        raise ValueError(f"calibration_samples must be >= 1, got {calibration_samples}")
     if calibration is not None:
-        calibration = _checked_calibration(model, calibration, model_path)
+        calibration = _checked_calibration(model, calibration, model_path)[:calibration_samples]
     original = [n.name for n in model.graph.node if n.op_type in QUANTIZABLE_OPS]
     plan: dict[str, list[str]] = {p: [] for p in _PASS_ORDER}
     for node in model.graph.node:
