@@ -26,8 +26,12 @@ class ConfigError(ValueError):
     """A run config that cannot be used; the message names the file and the key."""
 
 
-STATIC_OBJECTIVES = ("latency_ms", "bytes", "macs", "params")
-"""Objectives measured on the exported model (the others are ``task.metric`` names)."""
+STATIC_OBJECTIVES = ("latency_ms", "bytes", "macs", "params", "delta_m")
+"""Objectives measured on the exported model, and Δm (``nasmtl.mtl_metrics``); the others are ``task.metric``
+names (or ``task.params``/``task.macs``/``task.bytes``/``task.latency_ms``: the cost of one task's path)."""
+
+LAYOUT_MODES = ("search", "shared", "separate")
+"""``[space] layout`` values besides a fixed layout string (``left+right/left|right``)."""
 
 SAMPLERS = ("random", "nsga2", "nsga3", "tpe", "evolution")
 
@@ -113,7 +117,13 @@ class Objective:
 
 @dataclass
 class SpaceConfig:
-    """The search space: exactly one of a grammar file or a cell-space file, with optional limits."""
+    """The search space: exactly one of a grammar file or a cell-space file, with optional limits.
+
+    ``arch`` fixes the architecture to one string of that space. ``layout``: ``"shared"`` (default),
+    ``"separate"``, ``"search"`` or a fixed layout string; ``stages``: the number of layout stages
+    (default: the most top-level stages among a few sampled designs). ``quant``: off (``false``,
+    default), ``true`` or a quantization-space file (searched), or one precision for every group.
+    """
 
     grammar: str | None = None
     cell: str | None = None
@@ -121,6 +131,10 @@ class SpaceConfig:
     max_params: int | None = None
     max_depth: int | None = None
     max_nodes: int | None = None
+    arch: str | None = None
+    layout: str = "shared"
+    stages: int | None = None
+    quant: str | bool | None = None
 
 
 @dataclass
@@ -241,6 +255,15 @@ def _check(value: Any, t: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(t)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(t) if a is not type(None)]
+        for a in args[1:]:
+            if a is bool and isinstance(value, bool) or a is str and isinstance(value, str):
+                return value
+        if len(args) > 1 and not isinstance(value, Mapping):
+            try:
+                return _check(value, args[0], key, source)
+            except ConfigError:
+                raise ConfigError(f"{source}: {key} must be {' or '.join(_type_name(a) for a in args)}, "
+                                  f"got {value!r}") from None
         return _check(value, args[0], key, source)
     if dataclasses.is_dataclass(t):
         if not isinstance(value, Mapping):
@@ -304,6 +327,10 @@ def _validate(cfg: RunConfig) -> None:
     s = cfg.space
     if (s.grammar is None) == (s.cell is None):
         raise ConfigError(f"{src}: [space] needs exactly one of 'grammar' (a .lark file) or 'cell' (a cell-space .toml)")
+    if s.stages is not None and s.stages < 1:
+        raise ConfigError(f"{src}: space.stages must be >= 1, got {s.stages}")
+    if not s.layout.strip():
+        raise ConfigError(f"{src}: space.layout must be one of {', '.join(LAYOUT_MODES)} or a layout string")
     if "name" not in cfg.data and "kind" not in cfg.data:
         raise ConfigError(f"{src}: [data] needs 'name' (a built-in data set) or 'kind' (npz, csv, idx)")
     if not 1 <= len(cfg.objectives) <= 3:

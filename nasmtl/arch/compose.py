@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from nasmtl.arch.ir import INPUT, Arch, ArchBuilder, add_head
+from nasmtl.arch.ir import INPUT, Arch, ArchBuilder, Cost, add_head, arch_cost
 from nasmtl.arch.registry import ShapeError
 
 Partition = Sequence[Sequence[str]]
@@ -69,3 +69,27 @@ def compose(stages: Sequence[Arch], layout: Sequence[Partition], heads: Mapping[
     ordered = {t: b.outputs[t] for t in heads}
     b.outputs = ordered
     return b.build()
+
+
+def merge_stages(stages: Sequence[Arch], n: int) -> list[Arch]:
+    """``n`` stages from ``len(stages) >= n``: consecutive stages chained, stage k into group ``k * n // len``."""
+    if not 1 <= n <= len(stages):
+        raise ShapeError(f"cannot merge {len(stages)} stage(s) into {n}")
+    out = []
+    for j in range(n):
+        members = [st for k, st in enumerate(stages) if k * n // len(stages) == j]
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        b = ArchBuilder(members[0].input_shape)
+        x = INPUT
+        for k, st in enumerate(members):
+            x = _copy_stage(b, st, x, f"m{k}.")
+        b.output("out", x)
+        out.append(b.build())
+    return out
+
+
+def task_costs(arch: Arch) -> dict[str, Cost]:
+    """Params and MACs of the path from the input to each task's output (running that task alone)."""
+    return {task: arch_cost(arch, [task]) for task in arch.outputs}

@@ -43,10 +43,19 @@ class Evaluator(Protocol):
 
 @dataclass
 class ArchEvaluator:
-    """Builds an ``ArchitectureSpace`` design with one head per task (all stages shared), trains, exports, measures.
+    """Builds a design with one head per task, trains, exports (parity-checked) and measures it.
 
-    Objectives: ``task.metric`` from validation, and ``params``, ``macs``, ``bytes`` of the ONNX
-    graph and ``latency_ms`` (onnxruntime, batch 1, one thread, median). ``seconds`` limits the
+    Designs of an ``ArchitectureSpace`` are built with all stages shared; ``Design`` values of a
+    ``JointSpace`` with their own layout, and, when they carry a quantization policy, the
+    exported fp32 model is quantized and every measure is taken on the quantized file.
+
+    Values: ``task.metric`` from validation (torch, or onnxruntime for a quantized model),
+    ``params``, ``macs``, ``bytes`` of the ONNX graph, ``latency_ms`` (onnxruntime, batch 1, one
+    thread, median), per task ``task.params``/``task.macs``/``task.bytes`` (the path from input to
+    that task's head; ``task.latency_ms`` when an objective asks), ``delta_m`` when an objective
+    asks (against the all-shared layout of the same architecture and policy, trained once per
+    architecture). With a policy, the same trained model in fp32 and all int8-static is measured
+    too, as ``fp32.*`` and ``int8.*`` (kept with the trial, not objectives). ``seconds`` limits the
     whole evaluation (training stops at it; a run over it fails with reason ``timeout``).
     """
 
@@ -57,7 +66,9 @@ class ArchEvaluator:
     seconds: float | None = None
     latency_runs: int = 20
     seed: int = 0
+    calibration_samples: int = 64
     _tasks: list[str] = field(init=False)
+    _references: dict[str, dict[str, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._tasks = [t.name for t in self.data.tasks]
@@ -71,20 +82,36 @@ class ArchEvaluator:
 
     def _arch(self, design: Any) -> Any:
         from nasmtl.arch.compose import compose, shared_layout
+        from nasmtl.spaces.joint import Design
 
-        stages = self.space.stages(design, tuple(self.data.input_shape))
         heads = {t.name: t.n_outputs for t in self.data.tasks}
+        if isinstance(design, Design):
+            return self.space.build(design, tuple(self.data.input_shape), heads)
+        stages = self.space.stages(design, tuple(self.data.input_shape))
         return compose(stages, shared_layout(self._tasks, len(stages)), heads)
 
     def evaluate(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
         """Train, export with parity check, and measure one design."""
+        start = time.perf_counter()
+        values = self._measure(design, Path(onnx_path), on_epoch, start)
+        if "delta_m" in self.objectives:
+            values.update(self._delta_m(design, values, Path(onnx_path), start))
+        if self.seconds is not None and time.perf_counter() - start > self.seconds:
+            raise TrialFailed("timeout", f"evaluation took longer than the trial timeout of {self.seconds:g} s")
+        missing = [o for o in self.objectives if o not in values]
+        if missing:
+            raise TrialFailed("objective", f"objective(s) {', '.join(missing)} not measured "
+                                           f"(available: {', '.join(sorted(values))})")
+        return values
+
+    def _measure(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None, start: float) -> dict[str, float]:
+        """Train, export, check parity, quantize (when the design has a policy) and measure."""
         from dataclasses import replace
 
         from nasmtl.arch import to_torch
         from nasmtl.onnx import check_parity, export_onnx, graph_stats, measure_latency
         from nasmtl.train import Budget, TrainingDiverged, train
 
-        start = time.perf_counter()
         try:
             arch = self._arch(design)
         except Exception as e:
@@ -93,7 +120,8 @@ class ArchEvaluator:
         cfg = self.train_config
         if self.seconds is not None:
             b = cfg.budget
-            secs = self.seconds if b.seconds is None else min(b.seconds, self.seconds)
+            left = max(self.seconds - (time.perf_counter() - start), 1.0)
+            secs = left if b.seconds is None else min(b.seconds, left)
             cfg = replace(cfg, budget=Budget(epochs=b.epochs, steps=b.steps, seconds=secs))
         stopped: list[tuple[int, dict[str, float]]] = []
 
@@ -118,23 +146,76 @@ class ArchEvaluator:
             raise
         if stopped:
             raise TrialStopped(*stopped[-1])
-        if self.seconds is not None and _short_of_budget(result, self.train_config.budget, self.seconds):
+        if self.seconds is not None and _short_of_budget(result, self.train_config.budget, cfg.budget.seconds or 0):
             raise TrialFailed("timeout", f"training reached the trial timeout of {self.seconds:g} s "
                                          f"after {result.epochs:.2f} epochs")
         values = _flatten(result.metrics)
-        export_onnx(model, tuple(self.data.input_shape), onnx_path, self._tasks)
-        check_parity(model, onnx_path, self.data.val.x[:64], atol=1e-3)
-        stats = graph_stats(onnx_path)
+        policy = getattr(design, "quant", None)
+        fp32_path = onnx_path.with_name(onnx_path.stem + ".fp32.onnx") if policy is not None else onnx_path
+        export_onnx(model, tuple(self.data.input_shape), fp32_path, self._tasks)
+        check_parity(model, fp32_path, self.data.val.x[:64], atol=1e-3)
+        stats = graph_stats(fp32_path)
         values.update(params=float(stats.params), macs=float(stats.macs), bytes=float(stats.bytes))
-        if "latency_ms" in self.objectives:
+        if policy is not None:
+            values.update(self._quantized(fp32_path, onnx_path, policy))
+        elif "latency_ms" in self.objectives:
             values["latency_ms"] = measure_latency(onnx_path, runs=self.latency_runs, warmup=3).median_ms
-        if self.seconds is not None and time.perf_counter() - start > self.seconds:
-            raise TrialFailed("timeout", f"evaluation took longer than the trial timeout of {self.seconds:g} s")
-        missing = [o for o in self.objectives if o not in values]
-        if missing:
-            raise TrialFailed("objective", f"objective(s) {', '.join(missing)} not measured "
-                                           f"(available: {', '.join(sorted(values))})")
+        values.update(self._task_costs(onnx_path))
         return values
+
+    def _quantized(self, fp32_path: Path, onnx_path: Path, policy: Any) -> dict[str, float]:
+        """Apply ``policy`` and measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``/``int8.*``."""
+        import json
+
+        from nasmtl.quant_eval import baselines, measure_policy
+
+        calib = self.data.train.x[: self.calibration_samples]
+        try:
+            m = measure_policy(fp32_path, onnx_path, policy, calib, self.data, "val", self.latency_runs,
+                               calibration_samples=self.calibration_samples)
+            base = baselines(fp32_path, calib, self.data, fp32_path.parent, "val", self.latency_runs)
+        except Exception as e:
+            raise TrialFailed("quantization", f"policy {policy} could not be applied or measured: {_short(e)}") from None
+        values = dict(m.values)
+        for name, vals in base.items():
+            values.update({f"{name}.{k}": float(v) for k, v in vals.items()})
+        values["quant.skipped"] = float(len(m.quant.skipped))
+        note = {"policy": str(policy), "applied": m.quant.applied, "skipped": m.quant.skipped,
+                "groups": m.quant.groups}
+        onnx_path.with_name(onnx_path.stem + ".quant.json").write_text(json.dumps(note, indent=1))
+        int8 = fp32_path.parent / f"{fp32_path.stem}.int8.onnx"
+        int8.unlink(missing_ok=True)
+        return values
+
+    def _task_costs(self, onnx_path: Path) -> dict[str, float]:
+        """``task.params``/``task.macs``/``task.bytes`` (and ``task.latency_ms`` when asked) of each task's path."""
+        from nasmtl.task_costs import onnx_task_costs
+
+        want_latency = any(o == f"{t}.latency_ms" for o in self.objectives for t in self._tasks)
+        costs = onnx_task_costs(onnx_path, self._tasks, self.latency_runs if want_latency else 0)
+        return {f"{t}.{k}": v for t, vals in costs.items() for k, v in vals.items()}
+
+    def _delta_m(self, design: Any, values: Mapping[str, float], onnx_path: Path, start: float) -> dict[str, float]:
+        """Δm of the design's primary metrics against the all-shared layout of the same architecture."""
+        import tempfile
+
+        from nasmtl.mtl_metrics import delta_m
+        from nasmtl.spaces.joint import Design
+
+        names = [f"{t.name}.{t.primary_metric}" for t in self.data.tasks]
+        if not isinstance(design, Design):
+            return {"delta_m": 0.0, **{f"ref.{n}": float(values[n]) for n in names}}
+        ref_design = Design(design.arch, self.space.layout_space.shared(), design.quant)
+        key = self.space.encode(ref_design)
+        if key not in self._references:
+            if ref_design == design:
+                self._references[key] = {n: float(values[n]) for n in names}
+            else:
+                with tempfile.TemporaryDirectory(prefix="nasmtl-ref-") as tmp:
+                    ref = self._measure(ref_design, Path(tmp) / "ref.onnx", None, time.perf_counter())
+                self._references[key] = {n: float(ref[n]) for n in names}
+        ref = self._references[key]
+        return {"delta_m": delta_m(values, ref), **{f"ref.{n}": v for n, v in ref.items()}}
 
 
 def _short_of_budget(result: Any, budget: Any, seconds: float) -> bool:
@@ -164,6 +245,7 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
     from nasmtl.config import ConfigError
     from nasmtl.data import DataError, load_dataset
     from nasmtl.train import Budget, TrainConfig
+    from nasmtl.task_costs import TASK_COSTS
 
     spec = dict(cfg.data)
     try:
@@ -183,6 +265,8 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
                 raise ConfigError(f"{cfg.source}: objectives[{i}].name {o.name!r}: no task {task!r} "
                                   f"(tasks: {', '.join(data.task_names)})")
             known = _metric_names(data.task(task), data)
+            if metric in TASK_COSTS:
+                continue
             if known is not None and metric not in known:
                 raise ConfigError(f"{cfg.source}: objectives[{i}].name {o.name!r}: task {task!r} has no metric "
                                   f"{metric!r} (metrics: {', '.join(sorted(known))})")
@@ -190,8 +274,12 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
     tc = TrainConfig(budget=Budget(epochs=t.epochs, steps=t.steps, seconds=t.seconds), batch_size=t.batch_size,
                      lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
                      seed=cfg.search.seed, loss_weighting=t.loss_weighting)  # type: ignore[arg-type]
+    if "delta_m" in cfg.objective_names and not hasattr(space, "layout_space"):
+        raise ConfigError(f"{cfg.source}: objective 'delta_m' needs a layout part ([space] layout = \"search\" "
+                          "or a fixed layout); with all stages shared there is nothing to compare")
+    calib = getattr(getattr(space, "quant_space", None), "calibration_samples", 64)
     return ArchEvaluator(space, data, cfg.objective_names, tc, cfg.search.trial_timeout,
-                         cfg.search.latency_runs, cfg.search.seed)
+                         cfg.search.latency_runs, cfg.search.seed, calib)
 
 
 def _metric_names(task: Any, data: Any) -> set[str] | None:
@@ -219,9 +307,91 @@ def _select_tasks(data: Any, names: Sequence[str]) -> Any:
 
 
 def load_space(cfg: Any) -> Any:
-    """The search space of a run config."""
+    """The search space of a run config: the architecture space, or a ``JointSpace`` when the
+    config searches or fixes a layout other than all-shared, fixes the architecture, or quantizes."""
     from nasmtl.config import ConfigError
-    from nasmtl.data import load_dataset
+
+    s = cfg.space
+    arch_space = _arch_space(cfg)
+    quant = s.quant if s.quant not in (None, False) else None
+    if s.layout == "shared" and quant is None and s.arch is None and s.stages is None:
+        return arch_space
+    import numpy as np
+
+    from nasmtl.config import LAYOUT_MODES
+    from nasmtl.spaces.base import SpaceError
+    from nasmtl.spaces.joint import JointSpace, stage_count
+    from nasmtl.spaces.layout import LayoutSpace
+
+    data = _dataset(cfg)
+    tasks = list(cfg.tasks) if cfg.tasks is not None else list(data.task_names)
+    fixed: dict[str, Any] = {}
+    try:
+        if s.arch is not None:
+            fixed["arch"] = arch_space.decode(s.arch)
+    except SpaceError as e:
+        raise ConfigError(f"{cfg.source}: space.arch: {e}") from None
+    if s.stages is not None:
+        n_stages = s.stages
+    elif "arch" in fixed:
+        n_stages = len(arch_space.stages(fixed["arch"], tuple(data.input_shape)))
+    else:
+        n_stages = stage_count(arch_space, tuple(data.input_shape), np.random.default_rng(cfg.search.seed))
+    try:
+        layouts = LayoutSpace(tasks, n_stages)
+    except SpaceError as e:
+        raise ConfigError(f"{cfg.source}: [space] layout: {e}") from None
+    if s.layout == "shared":
+        fixed["layout"] = layouts.shared()
+    elif s.layout == "separate":
+        fixed["layout"] = layouts.separate()
+    elif s.layout != "search":
+        try:
+            fixed["layout"] = layouts.decode(s.layout)
+        except SpaceError as e:
+            raise ConfigError(f"{cfg.source}: space.layout: {s.layout!r} is none of {', '.join(LAYOUT_MODES)} "
+                              f"and not a layout string ({e})") from None
+    quant_space = None
+    if quant is not None:
+        quant_space, policy = _quant_space(cfg, quant, n_stages)
+        if policy is not None:
+            fixed["quant"] = policy
+    return JointSpace(arch_space, layouts, quant_space, fixed)
+
+
+def _quant_space(cfg: Any, quant: Any, n_groups: int) -> tuple[Any, Any]:
+    """The quantization part of ``[space] quant``: (space, fixed policy or None)."""
+    from nasmtl.config import ConfigError
+    from nasmtl.spaces.base import SpaceError
+    from nasmtl.spaces.quant import PRECISIONS, QuantPolicy, QuantSpace
+
+    if quant is True:
+        quant = "search_spaces/quant.toml"
+    if quant in PRECISIONS:
+        return QuantSpace(n_groups, tuple(PRECISIONS)), QuantPolicy.uniform(quant, n_groups)
+    path = cfg.resolve(quant)
+    if not path.is_file():
+        raise ConfigError(f"{cfg.source}: space.quant: {quant!r} is neither a precision ({', '.join(PRECISIONS)}) "
+                          f"nor a quantization-space file (looked in {path.parent})")
+    try:
+        return QuantSpace.from_file(path, n_groups), None
+    except SpaceError as e:
+        raise ConfigError(f"{cfg.source}: space.quant: {e}") from None
+
+
+def _dataset(cfg: Any) -> Any:
+    from nasmtl.config import ConfigError
+    from nasmtl.data import DataError, load_dataset
+
+    try:
+        return load_dataset(dict(cfg.data), cfg.base_dir)
+    except DataError as e:
+        raise ConfigError(f"{cfg.source}: [data]: {e}") from None
+
+
+def _arch_space(cfg: Any) -> Any:
+    """The grammar or cell space named in ``[space]``."""
+    from nasmtl.config import ConfigError
 
     s = cfg.space
     if s.grammar is not None:
@@ -230,7 +400,7 @@ def load_space(cfg: Any) -> Any:
             raise ConfigError(f"{cfg.source}: space.grammar: no grammar file {s.grammar!r} (looked in {path.parent})")
         from nasmtl.spaces.grammar import GrammarSpace
 
-        input_shape = tuple(load_dataset(dict(cfg.data), cfg.base_dir).input_shape)
+        input_shape = tuple(_dataset(cfg).input_shape)
         return GrammarSpace.from_file(path, input_shape, max_depth=s.max_depth, max_nodes=s.max_nodes,
                                       max_params=s.max_params, max_macs=s.max_macs)
     path = cfg.resolve(s.cell)
