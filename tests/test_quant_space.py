@@ -246,6 +246,7 @@ def test_space_protocol_round_trip_and_size() -> None:
     assert isinstance(space, SearchSpace) and isinstance(space, DecisionSpace)
     assert space.size() == 4.0 ** 3
     assert QuantSpace(2, ("fp32", "int8_static")).size() == 4.0
+    assert type(QuantSpace(np.int64(2)).n_groups) is int
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(40):
@@ -275,8 +276,9 @@ def test_decode_and_policy_errors() -> None:
         QuantPolicy(("int2",))
     with pytest.raises(SpaceError, match="at least one"):
         QuantPolicy(())
-    with pytest.raises(SpaceError, match="n_groups"):
-        QuantSpace(0)
+    for bad in (0, True, 1.5, "2"):
+        with pytest.raises(SpaceError, match="n_groups"):
+            QuantSpace(bad)  # type: ignore[arg-type]
     with pytest.raises(SpaceError, match="weights"):
         QuantSpace(2, ("fp32",), {"int8_static": 1.0})
     with pytest.raises(SpaceError, match="positive weight"):

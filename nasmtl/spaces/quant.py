@@ -8,6 +8,7 @@ ONNX file by ``nasmtl.quant_eval``; this module knows nothing of onnx or optuna.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -79,8 +80,13 @@ class QuantSpace:
     def __post_init__(self) -> None:
         """Check groups, options, weights and calibration size; messages name the source."""
         where = self.source
-        if not isinstance(self.n_groups, int) or isinstance(self.n_groups, bool) or self.n_groups < 1:
+        try:
+            n = operator.index(self.n_groups)
+        except TypeError:
+            n = 0
+        if isinstance(self.n_groups, bool) or n < 1:
             raise SpaceError(f"{where}: n_groups must be an integer >= 1, got {self.n_groups!r}")
+        self.n_groups = n
         self.options = tuple(self.options)
         if not self.options:
             raise SpaceError(f"{where}: options: at least one precision is needed")
