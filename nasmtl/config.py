@@ -33,7 +33,7 @@ names (or ``task.params``/``task.macs``/``task.bytes``/``task.latency_ms``: the 
 LAYOUT_MODES = ("search", "shared", "separate")
 """``[space] layout`` values besides a fixed layout string (``left+right/left|right``)."""
 
-SAMPLERS = ("random", "nsga2", "nsga3", "tpe", "evolution")
+SAMPLERS = ("random", "nsga2", "nsga3", "tpe", "evolution", "predictor")
 
 DEFAULT_TOML = """\
 # The embedded default run of `nasmtl search`: MultiMNIST (two digit tasks), the einspace grammar

@@ -25,7 +25,7 @@ def make_sampler(name: str, seed: int, population: int | None = None,
                  constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
                  ) -> optuna.samplers.BaseSampler:
     """The optuna sampler of a study (``evolution`` proposes designs itself; its study samples at random)."""
-    if name in ("random", "evolution"):
+    if name in ("random", "evolution", "predictor"):
         return optuna.samplers.RandomSampler(seed=seed)
     pop = {} if population is None else {"population_size": max(2, population)}
     if name == "nsga2":
@@ -115,6 +115,10 @@ def make_proposer(name: str, space: Any, directions: Sequence[str], seed: int, p
     """The proposer for sampler ``name``."""
     if name == "evolution":
         return StrategyProposer(EvolutionStrategy(space, list(directions), seed=seed, population=population))
+    if name == "predictor":
+        from nasmtl.predict.strategy import PredictorStrategy
+
+        return StrategyProposer(PredictorStrategy(space, list(directions), seed=seed, n_init=max(2, population)))
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r} (samplers: {', '.join(SAMPLERS)})")
     return SamplerProposer(space, seed)

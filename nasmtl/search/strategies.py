@@ -72,3 +72,12 @@ def _evolution(space: Any, directions: Sequence[str], seed: int) -> EvolutionStr
 for _name in ("nsga2", "nsga3", "tpe"):
     register_strategy(_name, _optuna_factory(_name))
 register_strategy("evolution", _evolution)
+
+
+def _predictor(space: Any, directions: Sequence[str], seed: int) -> Any:
+    from nasmtl.predict.strategy import PredictorStrategy
+
+    return PredictorStrategy(space, list(directions), seed=seed)
+
+
+register_strategy("predictor", _predictor)

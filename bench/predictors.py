@@ -1,0 +1,295 @@
+"""Predictor benchmarks: rank quality, transfer, throughput, the predictor sampler, TransNAS multi-task.
+
+Run one part at a time (each stays under 10 minutes on 2 shared cores):
+
+    python bench/predictors.py fit        # NB201 CIFAR-10: Kendall/Spearman vs training size, ONNX vs one-hot
+    python bench/predictors.py transfer   # train on CIFAR-10, rank CIFAR-100 and ImageNet16-120 cells
+    python bench/predictors.py speed      # candidates/s with and without encoding (onnxruntime)
+    python bench/predictors.py search --samplers predictor,evolution,random --seeds 20
+    python bench/predictors.py mo         # accuracy vs latency: hypervolume, predictor@100 vs tpe@300
+    python bench/predictors.py transnas   # one 7-task predictor vs 7 single-task ones; our proxies vs the table's
+
+NAS-Bench-201 parts need the encoding cache (``python -m nasmtl.predict.data``, about 15 min once)
+and the bench extra. Splits never put isomorphic cells on both sides: the data keep one table
+row per canonical cell. Ratios compare against a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasmtl.predict.data import Dataset, nb201_dataset
+from nasmtl.predict.model import fit_ensemble, predict_torch, rank_metrics
+
+torch.set_num_threads(1)
+SIZES = (50, 100, 200, 500, 1000)
+OPS5 = 5
+
+
+def one_row_per_cell(data: Dataset, seed: int = 0) -> Dataset:
+    """Keep one random table row per canonical cell (isomorphic rows share one ONNX graph)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.groups))
+    keep, seen = [], set()
+    for i in order:
+        if data.groups[i] not in seen:
+            seen.add(data.groups[i])
+            keep.append(i)
+    keep = np.sort(np.array(keep))
+    return Dataset(data.features[keep], data.targets[keep], data.outputs, [data.designs[i] for i in keep],
+                   data.source, [data.groups[i] for i in keep])
+
+
+def one_hot_keys(keys: list[str]) -> np.ndarray:
+    """The plain baseline: one-hot of the 6 edge ops of each NAS-Bench-201 table key (30 columns)."""
+    out = np.zeros((len(keys), 6 * OPS5), dtype=np.float32)
+    for r, k in enumerate(keys):
+        for e, c in enumerate(k):
+            out[r, e * OPS5 + int(c)] = 1.0
+    return out
+
+
+def load_nb201() -> Dataset:
+    data = nb201_dataset(cached_only=True)
+    if len(data.features) == 0:
+        sys.exit("no NB201 encodings cached: run python -m nasmtl.predict.data first")
+    return one_row_per_cell(data)
+
+
+def part_fit(repeats: int) -> None:
+    data = load_nb201()
+    onehot = one_hot_keys(data.designs)
+    y = data.targets[:, :1]
+    print(f"NB201 CIFAR-10 val_acc, {len(y)} distinct cells with ONNX encodings; held-out = all cells not trained on; "
+          f"{repeats} repeats (mean ± std)")
+    print(f"{'train':>6} {'onnx tau':>14} {'onehot tau':>14} {'onnx rho':>14} {'onehot rho':>14} {'tau ratio':>9}")
+    for n in SIZES:
+        res: dict[str, list[tuple[float, float]]] = {"onnx": [], "onehot": []}
+        for r in range(repeats):
+            perm = np.random.default_rng(100 + r).permutation(len(y))
+            tr, te = perm[:n], perm[n:]
+            for name, x in (("onnx", data.features), ("onehot", onehot)):
+                net = fit_ensemble(x[tr], y[tr], seed=r, steps=400, hidden=64)
+                m = rank_metrics(predict_torch(net, x[te])[0], y[te], ["c10"])["c10"]
+                res[name].append((m["kendall_tau"], m["spearman"]))
+        a, b = np.array(res["onnx"]), np.array(res["onehot"])
+        print(f"{n:>6} {a[:, 0].mean():>8.3f}±{a[:, 0].std():.3f} {b[:, 0].mean():>8.3f}±{b[:, 0].std():.3f} "
+              f"{a[:, 1].mean():>8.3f}±{a[:, 1].std():.3f} {b[:, 1].mean():>8.3f}±{b[:, 1].std():.3f} "
+              f"{a[:, 0].mean() / b[:, 0].mean():>9.2f}", flush=True)
+
+
+def part_transfer(repeats: int, n: int = 1000) -> None:
+    data = load_nb201()
+    names = ["CIFAR-10", "CIFAR-100", "ImageNet16-120"]
+    print(f"trained on {n} cells' CIFAR-10 val_acc only; Kendall tau on held-out cells against each data set "
+          f"(direct = a model trained on that data set's values, same cells), {repeats} repeats")
+    trans, direct = np.zeros((repeats, 3)), np.zeros((repeats, 3))
+    for r in range(repeats):
+        perm = np.random.default_rng(200 + r).permutation(len(data.targets))
+        tr, te = perm[:n], perm[n:]
+        net = fit_ensemble(data.features[tr], data.targets[tr, :1], seed=r, steps=400, hidden=64)
+        pred = predict_torch(net, data.features[te])[0][:, 0]
+        multi = fit_ensemble(data.features[tr], data.targets[tr], seed=r, steps=400, hidden=64)
+        mp = predict_torch(multi, data.features[te])[0]
+        for j in range(3):
+            trans[r, j] = rank_metrics(pred, data.targets[te, j], ["x"])["x"]["kendall_tau"]
+            direct[r, j] = rank_metrics(mp[:, j], data.targets[te, j], ["x"])["x"]["kendall_tau"]
+    for j, nm in enumerate(names):
+        print(f"  {nm:<15} transfer tau {trans[:, j].mean():.3f}±{trans[:, j].std():.3f}   "
+              f"direct tau {direct[:, j].mean():.3f}±{direct[:, j].std():.3f}   ratio {trans[:, j].mean() / direct[:, j].mean():.3f}")
+
+
+def part_speed() -> None:
+    from nasmtl.arch.torch_build import to_torch
+    from nasmtl.benchmarks import load_table
+    from nasmtl.onnx import export_onnx
+    from nasmtl.predict.encoding import feature_vector
+    from nasmtl.predict.model import load_predictor, save_predictor
+
+    data = load_nb201()
+    tab = load_table("nb201")
+    with tempfile.TemporaryDirectory() as tmp:
+        net = fit_ensemble(data.features[:500], data.targets[:500], steps=100, hidden=64)
+        save_predictor(net, Path(tmp) / "p.onnx", data.outputs, {}, {})
+        pred = load_predictor(Path(tmp) / "p.onnx")
+        x = np.tile(data.features, (max(1, 20000 // len(data.features) + 1), 1))[:20000]
+        pred.predict_features(x[:100])
+        t = time.perf_counter()
+        for _ in range(3):
+            pred.predict_features(x)
+        feat_rate = 3 * len(x) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for row in x[:500]:
+            pred.predict_features(row[None])
+        single_rate = 500 / (time.perf_counter() - t)
+        files, build_s = [], 0.0
+        rng = np.random.default_rng(0)
+        for i in range(60):
+            d = tab.space.sample(rng)
+            t = time.perf_counter()
+            p = Path(tmp) / f"c{i}.onnx"
+            export_onnx(to_torch(tab.space.to_arch(d, (3, 32, 32), {"out": 10}), seed=0), (3, 32, 32), p)
+            build_s += time.perf_counter() - t
+            files.append(p)
+        t = time.perf_counter()
+        pred.predict_onnx(files)
+        enc_rate = len(files) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for p in files:
+            feature_vector(p)
+        enc_only = len(files) / (time.perf_counter() - t)
+    print(f"scoring feature rows in onnxruntime (batches of 4096): {feat_rate:,.0f} candidates/s")
+    print(f"scoring one row per call: {single_rate:,.0f} candidates/s")
+    print(f"encoding included (ONNX file -> features -> score): {enc_rate:,.0f} candidates/s "
+          f"(encoding alone {enc_only:,.0f}/s); ratio excluded/included {feat_rate / enc_rate:,.0f}x")
+    print(f"for reference, building + exporting an NB201 cell to ONNX: {len(files) / build_s:.1f} cells/s")
+
+
+def _queries_to(curve: list[float], tol: float) -> int | None:
+    for i, r in enumerate(curve):
+        if r <= tol + 1e-9:
+            return i + 1
+    return None
+
+
+def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: float) -> None:
+    from nasmtl.benchmarks import load_table
+    from nasmtl.benchmarks.runner import register_strategy, run_benchmark
+    from nasmtl.predict.strategy import ChoiceOneHot, PredictorStrategy, default_featurizer
+
+    tab = load_table("nb201")
+    register_strategy("predictor-onehot", lambda s, d, seed: PredictorStrategy(
+        s, list(d), seed=seed, featurizer=ChoiceOneHot(s), encoding="choices one-hot"))
+    print(f"NB201 CIFAR-10 val_acc (mean of 3 seeds), best {tab.best('cifar10')[1]:.4f}: queries until regret <= {tol} "
+          f"over {seeds} seeds; 'predictor' encodes with {default_featurizer(tab.space)[1]}")
+    for s in samplers:
+        budget = budgets.get(s, budgets["default"])
+        t = time.perf_counter()
+        res = run_benchmark(tab, s, budget=budget, seeds=seeds, dataset="cifar10")
+        secs = time.perf_counter() - t
+        q = [_queries_to(r.curve, tol) for r in res.runs]
+        got = sorted(v for v in q if v is not None)
+        filled = np.array([v if v is not None else np.inf for v in q])
+        med = np.median(filled)
+        med_s = f"{med:.1f}" if np.isfinite(med) else f">{budget}"
+        print(f"  {s:<17} budget {budget:>3}: reached {len(got)}/{seeds}, median queries {med_s:>6}, "
+              f"mean of reached {np.mean(got) if got else float('nan'):6.1f}, final regret median "
+              f"{res.summary['median']:.3f}  ({secs:.0f} s)", flush=True)
+
+
+def part_mo(seeds: int, pred_budget: int, tpe_budget: int) -> None:
+    from nasmtl.benchmarks import load_table
+    from nasmtl.benchmarks.runner import run_benchmark
+
+    tab = load_table("nb201")
+    print(f"NB201 CIFAR-10 val_acc vs latency: hypervolume fraction of the true front, {seeds} seeds")
+    out = {}
+    for s, b in (("predictor", pred_budget), ("tpe", tpe_budget), ("random", tpe_budget)):
+        t = time.perf_counter()
+        res = run_benchmark(tab, s, budget=b, seeds=seeds, dataset="cifar10", objectives=("val_acc", "latency"))
+        at100 = [r.curve[min(99, b - 1)] for r in res.runs]
+        out[s] = res.summary["median"]
+        print(f"  {s:<10} after {b:>3}: median {res.summary['median']:.4f} mean {res.summary['mean']:.4f}; "
+              f"after 100: median {np.median(at100):.4f}  ({time.perf_counter() - t:.0f} s)", flush=True)
+    print(f"  ratio predictor@{pred_budget} / tpe@{tpe_budget}: {out['predictor'] / out['tpe']:.3f}")
+
+
+def part_transnas(repeats: int, n_train: int, proxy_cells: int) -> None:
+    from nasmtl.predict.data import (TRANSNAS_TASKS, FeatureCache, encode_designs, nb201_cache_path,
+                                     transnas_design, transnas_table)
+    from nasmtl.predict.model import kendall_tau
+    from nasmtl.spaces.cell import SEARCH_SPACES, CellSpace
+
+    cells, scores, theirs = transnas_table()
+    space = CellSpace.from_file(SEARCH_SPACES / "nb201.toml")
+    designs = [transnas_design(space, c) for c in cells]
+    t = time.perf_counter()
+    feats = encode_designs(space, designs, FeatureCache.open(nb201_cache_path()))
+    print(f"TransNAS-Bench-101 micro: {len(cells)} cells x {len(TRANSNAS_TASKS)} tasks, ONNX features in "
+          f"{time.perf_counter() - t:.0f} s; {n_train} training cells, Kendall tau on the rest, {repeats} repeats")
+    multi, single = np.zeros((repeats, 7)), np.zeros((repeats, 7))
+    for r in range(repeats):
+        perm = np.random.default_rng(300 + r).permutation(len(cells))
+        tr, te = perm[:n_train], perm[n_train:]
+        net = fit_ensemble(feats[tr], scores[tr], seed=r, steps=400, hidden=64)
+        mp = predict_torch(net, feats[te])[0]
+        for j in range(7):
+            multi[r, j] = kendall_tau(mp[:, j], scores[te, j])
+            one = fit_ensemble(feats[tr], scores[tr, j:j + 1], seed=r, steps=400, hidden=64)
+            single[r, j] = kendall_tau(predict_torch(one, feats[te])[0][:, 0], scores[te, j])
+    print(f"  {'task':<16} {'one 7-task model':>17} {'7 single-task':>15}")
+    for j, task in enumerate(TRANSNAS_TASKS):
+        print(f"  {task:<16} {multi[:, j].mean():>11.3f}±{multi[:, j].std():.3f} {single[:, j].mean():>9.3f}±{single[:, j].std():.3f}")
+    print(f"  {'mean':<16} {multi.mean():>11.3f}       {single.mean():>9.3f}        ratio {multi.mean() / single.mean():.3f}")
+    if proxy_cells <= 0:
+        return
+    part_transnas_proxies(space, designs, scores, theirs, proxy_cells)
+
+
+def part_transnas_proxies(space, designs, scores, theirs, n: int) -> None:
+    from nasmtl.arch.torch_build import to_torch
+    from nasmtl.predict.data import TRANSNAS_TASKS
+    from nasmtl.predict.model import kendall_tau
+    from nasmtl.predict.proxies import PROXIES, zero_cost_proxies
+
+    idx = np.random.default_rng(0).permutation(len(designs))[:n]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 32, 32, generator=gen)
+    y = torch.randint(0, 10, (16,), generator=gen)
+    t = time.perf_counter()
+    ours = {p: np.zeros(len(idx)) for p in PROXIES}
+    for i, k in enumerate(idx):
+        model = to_torch(space.to_arch(designs[k], (3, 32, 32), {"out": 10}), seed=0)
+        for p, v in zero_cost_proxies(model, x, {"out": y}).items():
+            ours[p][i] = v
+    print(f"zero-cost proxies on {len(idx)} cells ({(time.perf_counter() - t) / len(idx):.2f} s/cell, nb201 space "
+          f"C=8 N=1, random 16x3x32x32 batch); Kendall tau with each task's score:")
+    match = {"synflow": "synflow", "naswot": "nwot", "grad_norm": "grad_norm", "snip": "snip"}
+    print(f"  {'proxy':<20} " + " ".join(f"{t[:10]:>10}" for t in TRANSNAS_TASKS) + "  tau(ours, theirs)")
+    for p in PROXIES:
+        th = theirs[match[p]][idx]
+        agree = np.nanmean([kendall_tau(ours[p], th[:, j]) for j in range(7)])
+        print(f"  {p + ' (ours)':<20} " + " ".join(f"{kendall_tau(ours[p], scores[idx, j]):>10.3f}" for j in range(7))
+              + f"  {agree:.3f}")
+        print(f"  {match[p] + ' (table)':<20} " + " ".join(f"{kendall_tau(th[:, j], scores[idx, j]):>10.3f}" for j in range(7)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("part", choices=["fit", "transfer", "speed", "search", "mo", "transnas"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--samplers", default="predictor,evolution,random,tpe")
+    ap.add_argument("--budget", type=int, default=300, help="search: budget of the baselines")
+    ap.add_argument("--predictor-budget", type=int, default=100)
+    ap.add_argument("--tol", type=float, default=0.3)
+    ap.add_argument("--train", type=int, default=100, help="transnas: training cells")
+    ap.add_argument("--proxy-cells", type=int, default=200, help="transnas: cells to compute our proxies on")
+    a = ap.parse_args(argv)
+    t = time.perf_counter()
+    if a.part == "fit":
+        part_fit(a.repeats)
+    elif a.part == "transfer":
+        part_transfer(a.repeats)
+    elif a.part == "speed":
+        part_speed()
+    elif a.part == "search":
+        budgets = {"default": a.budget, "predictor": a.predictor_budget, "predictor-onehot": a.predictor_budget}
+        part_search([s.strip() for s in a.samplers.split(",") if s.strip()], a.seeds, budgets, a.tol)
+    elif a.part == "mo":
+        part_mo(a.seeds, a.predictor_budget, a.budget)
+    else:
+        part_transnas(a.repeats, a.train, a.proxy_cells)
+    print(f"# {a.part}: {time.perf_counter() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""``nasmtl predict FILE.onnx --predictor predictors/NAME.onnx``: predicted objectives of ONNX models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+NAME = "predict"
+HELP = "predict objectives of ONNX models with a predictor (itself an ONNX file with a JSON card)"
+DEFAULT_PREDICTOR = Path(__file__).resolve().parents[2] / "predictors" / "default.onnx"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("files", nargs="+", metavar="FILE.onnx", help="ONNX model(s) to score")
+    p.add_argument("--predictor", default=str(DEFAULT_PREDICTOR),
+                   help="predictor file NAME.onnx with its card NAME.json (default predictors/default.onnx)")
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nasmtl.cli import CommandError
+    from nasmtl.predict.model import PredictorError, load_predictor
+
+    try:
+        pred = load_predictor(args.predictor)
+        start = time.perf_counter()
+        mean, std = pred.predict_onnx(args.files)
+    except PredictorError as e:
+        raise CommandError(str(e)) from None
+    seconds = time.perf_counter() - start
+    for path, m, s in zip(args.files, mean, std):
+        if args.json:
+            print(json.dumps({"file": path, "predictor": str(args.predictor),
+                              "encoding_version": pred.card["encoding_version"],
+                              "predicted": {o: {"mean": float(a), "std": float(b)}
+                                            for o, a, b in zip(pred.outputs, m, s)}}))
+        else:
+            cols = ", ".join(f"{o} {a:.3f} ± {b:.3f}" for o, a, b in zip(pred.outputs, m, s))
+            print(f"{path}: {cols}")
+    if not args.json:
+        print(f"# {len(args.files)} model(s) encoded and scored in {seconds * 1000:.1f} ms "
+              f"with {args.predictor} (trained on {pred.card.get('training_data', {}).get('table', '?')})")
+    return 0
