@@ -24,6 +24,8 @@ class ParetoMember:
     trial: int
     objectives: dict[str, float]
     design: str
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The same trained model in fp32 and all int8-static, ``{"fp32": {...}, "int8": {...}}`` (quantized runs)."""
 
 
 @dataclass
@@ -45,7 +47,8 @@ class RunReport:
         """``completed``, ``failed``, ``hypervolume`` and ``pareto`` (plus a few extras) as plain values."""
         return {"name": self.name, "completed": self.completed, "failed": self.failed, "pruned": self.pruned,
                 "hypervolume": self.hypervolume, "objectives": dict(zip(self.objectives, self.directions)),
-                "pareto": [{"trial": m.trial, "objectives": m.objectives, "design": m.design} for m in self.pareto]}
+                "pareto": [{"trial": m.trial, "objectives": m.objectives, "design": m.design,
+                            **({"baselines": m.baselines} if m.baselines else {})} for m in self.pareto]}
 
     def table(self) -> str:
         """A plain-text table of the Pareto members."""
@@ -54,7 +57,25 @@ class RunReport:
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(heads[:-1])]
         lines = ["  ".join(h.ljust(w) for h, w in zip(heads[:-1], widths)) + "  design"]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+        lines += [f"trial {m.trial} beside its own model unquantized and all-int8: {baseline_text(m, self.objectives)}"
+                  for m in self.pareto if m.baselines]
         return "\n".join(lines)
+
+
+def baseline_text(m: ParetoMember, objectives: list[str]) -> str:
+    """``fp32: o1 v1, o2 v2; int8: ...`` over the objectives a baseline has."""
+    return "; ".join(f"{kind}: " + ", ".join(f"{o} {_fmt(vals[o])}" for o in objectives if o in vals)
+                     for kind, vals in m.baselines.items())
+
+
+def _baselines(t: Any) -> dict[str, dict[str, float]]:
+    """``value:fp32.*`` and ``value:int8.*`` user attrs of a trial, by kind."""
+    out: dict[str, dict[str, float]] = {}
+    for k, v in t.user_attrs.items():
+        for kind in ("fp32", "int8"):
+            if k.startswith(f"value:{kind}."):
+                out.setdefault(kind, {})[k[len(f"value:{kind}."):]] = float(v)
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -83,7 +104,7 @@ def load_report(run_dir: Path, storage_url: str | None = None) -> RunReport:
     cfg = RunConfig.from_dict(study.user_attrs["config"], f"study {name!r}")
     trials = study.get_trials(deepcopy=False)
     names, dirs = cfg.objective_names, cfg.directions
-    members = [ParetoMember(t.number, dict(zip(names, t.values)), t.user_attrs.get("design", ""))
+    members = [ParetoMember(t.number, dict(zip(names, t.values)), t.user_attrs.get("design", ""), _baselines(t))
                for t in pareto_trials(trials, dirs)]
     done = sorted(trained_completes(trials), key=lambda t: (t.datetime_complete, t.number))
     curve = [(t.number, study_hypervolume(done[: i + 1], cfg.objectives)) for i, t in enumerate(done)]
@@ -141,6 +162,7 @@ def write_html(rep: RunReport, images: list[Path], path: Path) -> Path:
     """One self-contained HTML page (images inlined as base64)."""
     rows = "".join(
         "<tr><td>" + str(m.trial) + "</td>" + "".join(f"<td>{_fmt(m.objectives[o])}</td>" for o in rep.objectives)
+        + f"<td>{html.escape(baseline_text(m, rep.objectives))}</td>"
         + f"<td><code>{html.escape(m.design)}</code></td></tr>" for m in rep.pareto)
     heads = "".join(f"<th>{html.escape(o)} ({d[:3]})</th>" for o, d in zip(rep.objectives, rep.directions))
     imgs = "".join(f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
@@ -151,7 +173,7 @@ tr:nth-child(even){{background:#f4f4f4}}code{{font-size:85%}}img{{margin:4px}}</
 <h1>Run {html.escape(rep.name)}</h1>
 <p>{rep.completed} completed, {rep.failed} failed, {rep.pruned} stopped early; hypervolume {rep.hypervolume:.6g};
 {len(rep.pareto)} Pareto member(s).</p>
-<h2>Pareto members</h2><table><tr><th>trial</th>{heads}<th>design</th></tr>{rows}</table>
+<h2>Pareto members</h2><table><tr><th>trial</th>{heads}<th>same model: fp32; all-int8</th><th>design</th></tr>{rows}</table>
 <h2>Plots</h2>{imgs}</body></html>
 """
     path.write_text(page, encoding="utf-8")

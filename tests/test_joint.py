@@ -178,6 +178,7 @@ def test_config_keys_and_errors() -> None:
 
 
 def test_short_search_with_layout_and_quant_searched(tmp_path: Path) -> None:
+    from nasmtl.report import load_report
     from nasmtl.search.run import run_engine, start_run
 
     objectives = [{"name": "left.accuracy"}, {"name": "bytes", "direction": "minimize", "ref": 1e6},
@@ -201,3 +202,8 @@ def test_short_search_with_layout_and_quant_searched(tmp_path: Path) -> None:
         assert rec["objectives"]["bytes"] == t.values[1]
         note = json.loads((tmp_path / "joint" / "trials" / f"{t.number:05d}.quant.json").read_text())
         assert note["policy"] == design.split(";quant=")[1]
+
+    rep = load_report(tmp_path / "joint")
+    assert rep.pareto and all(set(m.baselines) == {"fp32", "int8"} for m in rep.pareto)
+    assert "bytes" in rep.pareto[0].baselines["int8"] and "all-int8" in rep.table()
+    assert rep.to_json()["pareto"][0]["baselines"]["fp32"]["bytes"] > 0
