@@ -174,6 +174,8 @@ class SearchSettings:
     latency_runs: int = 20
     max_failures: int = 20
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    priors: str | bool = False
+    """Transferred design priors: ``"auto"`` (the local bank ``runs/bank.jsonl``), a bank file, or false."""
 
 
 @dataclass
@@ -363,6 +365,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{src}: [search] needs a budget: trials and/or seconds")
     if se.sampler not in SAMPLERS:
         raise ConfigError(f"{src}: search.sampler {se.sampler!r} is unknown (samplers: {', '.join(SAMPLERS)})")
+    if isinstance(se.priors, str) and not se.priors.strip():
+        raise ConfigError(f"{src}: search.priors must be \"auto\", a bank file (.jsonl) or false, got an empty string")
     es = se.early_stopping
     if not 0 < es.fraction <= 1:
         raise ConfigError(f"{src}: search.early_stopping.fraction must be in (0, 1], got {es.fraction}")

@@ -42,13 +42,24 @@ class RunReport:
     pareto: list[ParetoMember]
     hv_curve: list[tuple[int, float]] = field(default_factory=list)
     points: list[tuple[int, list[float]]] = field(default_factory=list)
+    priors: dict[str, Any] | None = None
+    """Transferred priors of the run (source tasks and weights, warm-start designs), if it used them."""
+
+    def priors_line(self) -> str:
+        """Which tasks the priors came from and how much each weighed ('' without priors)."""
+        if not self.priors:
+            return ""
+        src = ", ".join(f"{t} ({float(w):.2f})" for t, w in self.priors.get("sources", []))
+        return (f"priors ({self.priors.get('kind', '')}, bank {self.priors.get('bank', '')}): {src}; "
+                f"{len(self.priors.get('warm_start', []))} warm-start design(s)")
 
     def to_json(self) -> dict[str, Any]:
         """``completed``, ``failed``, ``hypervolume`` and ``pareto`` (plus a few extras) as plain values."""
         return {"name": self.name, "completed": self.completed, "failed": self.failed, "pruned": self.pruned,
                 "hypervolume": self.hypervolume, "objectives": dict(zip(self.objectives, self.directions)),
                 "pareto": [{"trial": m.trial, "objectives": m.objectives, "design": m.design,
-                            **({"baselines": m.baselines} if m.baselines else {})} for m in self.pareto]}
+                            **({"baselines": m.baselines} if m.baselines else {})} for m in self.pareto],
+                "priors": self.priors}
 
     def table(self) -> str:
         """A plain-text table of the Pareto members."""
@@ -59,6 +70,8 @@ class RunReport:
         lines += ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
         lines += [f"trial {m.trial} beside its own model unquantized and all-int8: {baseline_text(m, self.objectives)}"
                   for m in self.pareto if m.baselines]
+        if self.priors:
+            lines.append(self.priors_line())
         return "\n".join(lines)
 
 
@@ -112,7 +125,7 @@ def load_report(run_dir: Path, storage_url: str | None = None) -> RunReport:
                      sum(t.state == TrialState.FAIL for t in trials),
                      sum(t.state == TrialState.PRUNED for t in trials),
                      study_hypervolume(trials, cfg.objectives), members, curve,
-                     [(t.number, list(t.values)) for t in done])
+                     [(t.number, list(t.values)) for t in done], priors=study.user_attrs.get("priors"))
 
 
 def write_plots(rep: RunReport, out_dir: Path) -> list[Path]:
@@ -173,6 +186,7 @@ tr:nth-child(even){{background:#f4f4f4}}code{{font-size:85%}}img{{margin:4px}}</
 <h1>Run {html.escape(rep.name)}</h1>
 <p>{rep.completed} completed, {rep.failed} failed, {rep.pruned} stopped early; hypervolume {rep.hypervolume:.6g};
 {len(rep.pareto)} Pareto member(s).</p>
+{f"<p>{html.escape(rep.priors_line())}</p>" if rep.priors else ""}
 <h2>Pareto members</h2><table><tr><th>trial</th>{heads}<th>same model: fp32; all-int8</th><th>design</th></tr>{rows}</table>
 <h2>Plots</h2>{imgs}</body></html>
 """

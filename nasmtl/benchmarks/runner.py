@@ -38,11 +38,13 @@ StrategyFactory = Callable[[SearchSpace, Sequence[str], int], Strategy]
 
 @dataclass
 class RandomStrategy:
-    """Uniform random sampling from the space, skipping designs already asked (by canonical string)."""
+    """Random sampling from the space (reweighted by ``prior``), skipping designs already asked (by canonical string)."""
 
     space: SearchSpace
     directions: Sequence[str]
     seed: int
+    prior: Any = None
+    """Sampling weights (``{decision: {option: weight}}``, e.g. transferred priors); ``None``: the space's own."""
     _rng: np.random.Generator = field(init=False, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
 
@@ -51,7 +53,7 @@ class RandomStrategy:
 
     def ask(self) -> Any:
         for _ in range(100):
-            x = self.space.sample(self._rng)
+            x = self.space.sample(self._rng, self.prior)
             key = self.space.encode(x)
             if key not in self._seen:
                 break

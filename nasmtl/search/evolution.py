@@ -31,6 +31,8 @@ class EvolutionStrategy:
     crossover_prob: float = 0.3
     archive_size: int = 32
     novelty_tries: int = 50
+    prior: Any = None
+    """Sampling weights of the random designs (``{decision: {option: weight}}``, e.g. transferred priors)."""
     _rng: np.random.Generator = field(init=False, repr=False)
     _pop: deque = field(init=False, repr=False)
     _archive: list = field(default_factory=list, repr=False)
@@ -45,7 +47,8 @@ class EvolutionStrategy:
         """The next design: random while the population fills, then a mutated tournament winner."""
         x = None
         for _ in range(self.novelty_tries):
-            x = self._child() if self._told >= self.population and self._pop else self.space.sample(self._rng)
+            fill = self._told < self.population or not self._pop
+            x = self.space.sample(self._rng, self.prior) if fill else self._child()
             if self.space.encode(x) not in self._seen:
                 break
         self._seen.add(self.space.encode(x))

@@ -130,6 +130,10 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
     pruner = (MultiObjectivePruner(cfg.objective_names, cfg.directions, es.min_trials, es.fraction, es.min_epoch)
               if es.enabled else None)
     proposer = make_proposer(cfg.search.sampler, space, cfg.directions, cfg.search.seed, cfg.search.population)
+    if cfg.search.priors:
+        from nasmtl.priors.transfer import apply_priors
+
+        apply_priors(run, space, proposer, getattr(evaluator, "data", None), progress)
     budget = SearchBudget(trials if trials is not None else cfg.search.trials,
                           seconds if seconds is not None else cfg.search.seconds, cfg.search.max_failures)
     return Engine(run.study, space, evaluator, cfg.objectives, proposer, run.dir, budget, pruner,
@@ -138,5 +142,10 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
 
 def run_engine(run: Run, trials: int | None = None, seconds: float | None = None,
                progress: Callable[[str], None] | None = stderr_line) -> Summary:
-    """Run trials of ``run`` until its budget is reached."""
-    return build_engine(run, trials, seconds, progress).run()
+    """Run trials of ``run`` until its budget is reached, then add them to the local bank (``runs/bank.jsonl``)."""
+    from nasmtl.priors.transfer import bank_after_run
+
+    engine = build_engine(run, trials, seconds, progress)
+    summary = engine.run()
+    bank_after_run(run, engine.evaluator, progress)
+    return summary

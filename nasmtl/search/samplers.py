@@ -64,6 +64,8 @@ class SamplerProposer:
     space: Any
     seed: int = 0
     _choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prior: Any = None
+    """Transferred sampling weights: with them, designs are drawn from the space with an RNG (``random`` sampler)."""
 
     def param_name(self, key: str, options: Sequence[str]) -> str:
         """``key``, or ``key#hash`` when ``key`` was already used with other options."""
@@ -83,6 +85,8 @@ class SamplerProposer:
                     self._choices.setdefault(k, tuple(str(c) for c in d.choices))
 
     def propose(self, trial: optuna.Trial) -> Any:
+        if self.prior is not None:
+            return self.space.sample(np.random.default_rng([self.seed, trial.number]), self.prior)
         if hasattr(self.space, "sample_with"):
             def decide(key: str, options: Sequence[str], weights: Sequence[float]) -> str:
                 return trial.suggest_categorical(self.param_name(key, options), list(options))
