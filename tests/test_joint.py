@@ -207,3 +207,21 @@ def test_short_search_with_layout_and_quant_searched(tmp_path: Path) -> None:
     assert rep.pareto and all(set(m.baselines) == {"fp32", "int8"} for m in rep.pareto)
     assert "bytes" in rep.pareto[0].baselines["int8"] and "all-int8" in rep.table()
     assert rep.to_json()["pareto"][0]["baselines"]["fp32"]["bytes"] > 0
+
+
+def test_delta_m_objective_against_the_all_shared_layout(tmp_path: Path) -> None:
+    from nasmtl.data.multimnist import multimnist
+    from nasmtl.search.evaluate import ArchEvaluator
+    from nasmtl.train import Budget, TrainConfig
+
+    data = multimnist(n_train=128, n_val=64, n_test=16)
+    space = JointSpace(FixedArchSpace("cnn2", lambda s: conv_stages(s, 2)), LayoutSpace(list(HEADS), 2))
+    ev = ArchEvaluator(space, data, ["left.accuracy", "delta_m"], TrainConfig(budget=Budget(epochs=1), batch_size=32),
+                       latency_runs=0)
+    sep = ev.evaluate(Design("cnn2", space.layout_space.separate()), tmp_path / "a.onnx")
+    ref = {k[4:]: v for k, v in sep.items() if k.startswith("ref.")}
+    assert set(ref) == {"left.accuracy", "right.accuracy"}
+    assert sep["delta_m"] == pytest.approx(delta_m(sep, ref))
+    shared = ev.evaluate(Design("cnn2", space.layout_space.shared()), tmp_path / "b.onnx")
+    assert shared["delta_m"] == 0.0  # the reference trained for the first design is the same network
+    assert all(shared[k] == v for k, v in ref.items())
