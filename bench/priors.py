@@ -1,6 +1,6 @@
 """Transferred priors, leave one data set out: evaluations needed to reach what 100 evaluations without priors reach.
 
-    python bench/priors.py [--tables nbgraph,nb201,transnas] [--seeds 10] [--sampler evolution]
+    python bench/priors.py [--tables nbgraph,nb201,transnas,graphgym] [--seeds 10] [--sampler evolution]
                            [--anchors 10] [--k 3] [--cap 400]
 
 For each table and each held-out data set (task), the bank is the table's other data sets. Target:
@@ -17,6 +17,9 @@ never reached it within ``--cap``), the ratio anchor/none and uniform/none, and 
 over held-out data sets. Also checks the anchor embedding: over all pairs of tasks, Spearman
 correlation between embedding similarity and (a) the tasks' true rank correlation over all
 designs, (b) how well each task's top-1% designs do on the other (mean percentile, symmetrised).
+``graphgym`` (AutoTransfer's design bank, no design shared between tasks) checks the ``effect``
+embedding only: built from half of each task's records, is the task's nearest neighbour among the
+embeddings of the other halves the task itself (top-1 retrieval over 32 tasks)?
 """
 
 from __future__ import annotations
@@ -60,27 +63,32 @@ class Oracle:
         return float(self.col[self.tab.row(design)])
 
 
-def search(tab: Any, oracle: Oracle, factory: Any, seed: int, cap: int, target: float | None = None,
-           first: Sequence[Any] = (), priors_of: Any = None) -> list[float]:
-    """Best-so-far curve: evaluate ``first`` designs, build the strategy (from their values), ask/tell up to ``cap``."""
-    best, curve = -np.inf, []
-    seen = []
-    for x in first:
-        v = oracle(x)
-        seen.append((x, v))
-        best = max(best, v)
-        curve.append(best)
-    fac = priors_of([v for _, v in seen]) if priors_of is not None else factory
-    strat = fac(tab.space, ["maximize"], seed)
-    for x, v in seen:
-        strat.observe(x, (v,))
-    while len(curve) < cap and (target is None or best < target):
-        x = strat.ask()
-        v = oracle(x)
-        strat.tell(x, (v,))
-        best = max(best, v)
-        curve.append(best)
-    return curve
+class Search:
+    """One seeded search: evaluate ``first`` designs, build the strategy (from their values), then ask/tell."""
+
+    def __init__(self, tab: Any, oracle: Oracle, factory: Any, seed: int, first: Sequence[Any] = (),
+                 priors_of: Any = None) -> None:
+        self.oracle, self.curve, self.best = oracle, [], -np.inf
+        seen = []
+        for x in first:
+            seen.append((x, self._eval(x)))
+        fac = priors_of([v for _, v in seen]) if priors_of is not None else factory
+        self.strat = fac(tab.space, ["maximize"], seed)
+        for x, v in seen:
+            self.strat.observe(x, (v,))
+
+    def _eval(self, x: Any) -> float:
+        v = self.oracle(x)
+        self.best = max(self.best, v)
+        self.curve.append(self.best)
+        return v
+
+    def run(self, cap: int, target: float | None = None) -> list[float]:
+        """Continue until ``cap`` evaluations in all, or until the best reaches ``target``; the best-so-far curve."""
+        while len(self.curve) < cap and (target is None or self.best < target):
+            x = self.strat.ask()
+            self.strat.tell(x, (self._eval(x),))
+        return self.curve
 
 
 def evals_to(curve: Sequence[float], target: float, cap: int) -> int:
@@ -131,9 +139,9 @@ def run_table(name: str, seeds: int, sampler: str, k_anchors: int, k: int, cap: 
         held = task_of(tab, ds)
         others = {t: rs for t, rs in groups.items() if t != held}
         oracle = Oracle(tab, ds)
-        runs0 = [search(tab, oracle, base, s, cap) for s in range(seeds)]
-        target = float(np.median([c[99] for c in runs0]))
-        n0 = [evals_to(c, target, cap) for c in runs0]
+        searches = [Search(tab, oracle, base, s) for s in range(seeds)]
+        target = float(np.median([srch.run(100)[99] for srch in searches]))
+        n0 = [evals_to(srch.run(cap, target), target, cap) for srch in searches]
         other_scores = {t: scores[t] for t in others}
         anchors = choose_anchors(other_scores, k_anchors)
         bank_emb = {t: anchor_embedding(other_scores[t], anchors) for t in others}
@@ -147,10 +155,10 @@ def run_table(name: str, seeds: int, sampler: str, k_anchors: int, k: int, cap: 
             made["p"] = pr
             return with_priors(base, pr.prior, pr.warm_start)
 
-        runs_a = [search(tab, oracle, base, s, cap, target, anchor_designs, anchor_priors) for s in range(seeds)]
+        runs_a = [Search(tab, oracle, base, s, anchor_designs, anchor_priors).run(cap, target) for s in range(seeds)]
         uni = transfer(others, None, space=tab.space, kind="uniform")
         fac_u = with_priors(base, uni.prior, uni.warm_start)
-        runs_u = [search(tab, oracle, fac_u, s, cap, target) for s in range(seeds)]
+        runs_u = [Search(tab, oracle, fac_u, s).run(cap, target) for s in range(seeds)]
         na = [evals_to(c, target, cap) for c in runs_a]
         nu = [evals_to(c, target, cap) for c in runs_u]
         m0, ma, mu = (float(np.median(v)) for v in (n0, na, nu))
@@ -168,9 +176,29 @@ def run_table(name: str, seeds: int, sampler: str, k_anchors: int, k: int, cap: 
     return ratios_a
 
 
+def graphgym_check() -> None:
+    """Split-half retrieval with the effect embedding on the GraphGym design bank."""
+    from nasmtl.priors.bank import records_from_graphgym
+    from nasmtl.priors.embedding import decision_options, effect_embedding
+
+    recs = records_from_graphgym()
+    opts = decision_options(recs)
+    groups: dict[str, list[Record]] = {}
+    for r in recs:
+        groups.setdefault(r.task, []).append(r)
+    half_a = {t: effect_embedding(rs[0::2], opts) for t, rs in groups.items()}
+    half_b = {t: effect_embedding(rs[1::2], opts) for t, rs in groups.items()}
+    ranks = []
+    for t in groups:
+        order = sorted(groups, key=lambda u: -similarity(half_a[t], half_b[u]))
+        ranks.append(order.index(t) + 1)
+    print(f"\n== graphgym: {len(recs)} records, {len(groups)} tasks; effect embedding, split-half retrieval: "
+          f"top-1 {sum(r == 1 for r in ranks)}/{len(ranks)} (chance 1/{len(ranks)}), median rank {np.median(ranks):g}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tables", default="nbgraph,nb201,transnas")
+    p.add_argument("--tables", default="nbgraph,nb201,transnas,graphgym")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--sampler", default="evolution")
     p.add_argument("--anchors", type=int, default=10)
@@ -178,6 +206,9 @@ def main() -> None:
     p.add_argument("--cap", type=int, default=400)
     args = p.parse_args()
     for name in args.tables.split(","):
+        if name == "graphgym":
+            graphgym_check()
+            continue
         run_table(name, args.seeds, args.sampler, args.anchors, args.k, args.cap)
 
 

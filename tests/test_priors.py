@@ -262,3 +262,26 @@ def test_effect_embedding_on_graphgym_bank() -> None:
     assert len(emb) == 32 and len({len(v) for v in emb.values()}) == 1
     assert similarity(emb["graphgym/Cora/node"], emb["graphgym/CiteSeer/node"]) > \
         similarity(emb["graphgym/Cora/node"], emb["graphgym/TU_IMDB/graph"])
+
+
+def test_grammar_priors_are_production_probabilities(root: Path) -> None:
+    from nasmtl.spaces.grammar import GrammarSpace
+
+    space = GrammarSpace.from_file(root / "grammars" / "cnn.lark", (1, 36, 36))
+    rng = np.random.default_rng(0)
+    recs = []
+    for _ in range(50):
+        x = space.sample(rng)
+        ch = space.choices(x)
+        kernels = [v for k, v in ch.items() if k.startswith("ksize@")]
+        score = kernels.count("5") / max(1, len(kernels)) + 0.01 * rng.random()
+        recs.append(Record("g", space.name, space.encode(x), ch, {"acc": score}, score, "synthetic"))
+    pr = transfer({"g": recs}, None, space=space, top_fraction=0.1)
+    assert set(pr.prior["ksize"]) == {"1", "3", "5"} and max(pr.prior["ksize"], key=pr.prior["ksize"].get) == "5"
+
+    def share_of_5(prior: Any) -> float:
+        r = np.random.default_rng(3)
+        ks = [v for _ in range(50) for k, v in space.choices(space.sample(r, prior)).items() if k.startswith("ksize@")]
+        return ks.count("5") / len(ks)
+
+    assert share_of_5({"ksize": pr.prior["ksize"]}) > share_of_5(None) + 0.2

@@ -203,7 +203,8 @@ def _record_of(obj: Mapping[str, Any]) -> Record:
     ch, ob = obj["choices"], obj["objectives"]
     if not isinstance(ch, dict) or not all(isinstance(v, str) for v in ch.values()):
         raise TypeError("choices must be an object of strings")
-    if not isinstance(ob, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ob.values()):
+    numbers = isinstance(ob, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ob.values())
+    if not numbers:
         raise TypeError("objectives must be an object of numbers")
     score = obj["score"]
     if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
@@ -287,7 +288,8 @@ def records_from_study(study: Any, source: str) -> list[Record]:
               if "duplicate_of" not in t.user_attrs and "design" in t.user_attrs and t.values is not None]
     scores = pareto_scores([t.values for t in trials], cfg.directions)
     task, sp = task_id(cfg), space_name(cfg)
-    return [Record(task, sp, str(t.user_attrs["design"]), {str(k): str(v) for k, v in t.user_attrs.get("choices", {}).items()},
+    return [Record(task, sp, str(t.user_attrs["design"]),
+                   {str(k): str(v) for k, v in t.user_attrs.get("choices", {}).items()},
                    dict(zip(cfg.objective_names, map(float, t.values))), s, source)
             for t, s in zip(trials, scores)]
 
@@ -375,7 +377,7 @@ def shared_file(name: str, folder: str | Path | None = None) -> Path:
 
 
 def records_from_table(table: Any, datasets: Sequence[str] | None = None, metric: str = "val_acc") -> list[Record]:
-    """Records of a nasmtl benchmark table (``load_table`` name or ``Table``): task ``TABLE/DATASET``, score = ``metric``."""
+    """Records of a benchmark table (``load_table`` name or ``Table``): task ``TABLE/DATASET``, score = ``metric``."""
     from nasmtl.benchmarks import load_table
 
     tab = load_table(table) if isinstance(table, str) else table
@@ -439,7 +441,7 @@ def records_from_transnas(path: str | Path | None = None) -> list[Record]:
 
 
 def records_from_graphgym(path: str | Path | None = None) -> list[Record]:
-    """Records of AutoTransfer's GraphGym design bank: task ``graphgym/DATASET/TASK[/FEATURE/LABEL]``, score = accuracy."""
+    """AutoTransfer's GraphGym design bank: task ``graphgym/DATASET/TASK[/FEATURE/LABEL]``, score = accuracy."""
     p = Path(path) if path is not None else shared_file(GRAPHGYM_BANK)
     if not p.is_file():
         raise BankError(f"{p}: GraphGym design bank not found")

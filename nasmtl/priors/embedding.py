@@ -176,7 +176,7 @@ def probe_statistics(x: np.ndarray, task: Any, y: np.ndarray, steps: int = PROBE
     t, link = _targets(task, y)
     rng = np.random.default_rng(PROBE_SEED)
     w1 = rng.standard_normal((PROBE_INPUTS, PROBE_HIDDEN))[: x.shape[1]] * math.sqrt(2.0 / x.shape[1])
-    w2 = np.random.default_rng(PROBE_SEED + 2).standard_normal((PROBE_HIDDEN, t.shape[1])) * math.sqrt(1.0 / PROBE_HIDDEN)
+    w2 = np.random.default_rng(PROBE_SEED + 2).standard_normal((PROBE_HIDDEN, t.shape[1])) / math.sqrt(PROBE_HIDDEN)
     lr, batch = 0.05, 128
     order = np.random.default_rng(PROBE_SEED + 3)
 
@@ -214,7 +214,7 @@ def probe_statistics(x: np.ndarray, task: Any, y: np.ndarray, steps: int = PROBE
 
 
 def probe_embedding(data: Any, tasks: Sequence[str] | None = None, n: int = PROBE_EXAMPLES) -> np.ndarray:
-    """The ``probe`` embedding of a multi-task data set (its ``tasks``, default all): meta-features + mean probe vector."""
+    """The ``probe`` embedding of a data set's ``tasks`` (default all): meta-features and the mean probe vector."""
     names = list(tasks) if tasks is not None else list(data.task_names)
     split = data.train
     if len(split) == 0:
@@ -236,7 +236,7 @@ def probe_embedding(data: Any, tasks: Sequence[str] | None = None, n: int = PROB
 
 def bank_embeddings(records: Sequence[Record], kind: str, anchors: Sequence[str] | None = None,
                     options: Mapping[str, Sequence[str]] | None = None) -> dict[str, np.ndarray]:
-    """Embeddings of every task of ``records`` of one kind (``anchor``: on ``anchors``; ``effect``: over ``options``)."""
+    """Embeddings of every task of ``records`` (``anchor``: on ``anchors``; ``effect``: over ``options``)."""
     if kind == "anchor":
         by = scores_by_task(records)
         return {t: anchor_embedding(s, anchors or choose_anchors(by)) for t, s in by.items()}

@@ -61,11 +61,12 @@ class Priors:
     def summary(self) -> str:
         """One line: the source tasks with their weights and the number of warm-start designs."""
         src = ", ".join(f"{t} ({w:.2f})" for t, w in self.sources)
-        return f"priors from {len(self.sources)} task(s) [{self.kind}]: {src}; {len(self.warm_start)} warm-start design(s)"
+        return (f"priors from {len(self.sources)} task(s) [{self.kind}]: {src}; "
+                f"{len(self.warm_start)} warm-start design(s)")
 
 
 def space_options(space: Any, records: Sequence[Record] = ()) -> dict[str, list[str]]:
-    """Options of every decision key: seen in ``records``, asked by ``space.sample_with``, or a grammar rule's labels."""
+    """Options of every decision: seen in ``records``, asked by ``space.sample_with``, or a grammar rule's labels."""
     opts = {k: list(v) for k, v in decision_options(records).items()}
     if hasattr(space, "sample_with"):
         asked: dict[str, list[str]] = {}
@@ -86,6 +87,9 @@ def space_options(space: Any, records: Sequence[Record] = ()) -> dict[str, list[
             rule = k.split("@", 1)[0]
             if rule in rules:
                 opts[k] = sorted(set(opts[k]) | {a.label for a in rules[rule].alts})
+        for rule, r in rules.items():
+            if len(r.alts) > 1:
+                opts[rule] = sorted({a.label for a in r.alts})
     return opts
 
 
@@ -110,7 +114,7 @@ def source_weights(similarities: Mapping[str, float], k: int = 3, temperature: f
 def transfer(by_task: Mapping[str, Sequence[Record]], similarities: Mapping[str, float] | None = None,
              k: int = 3, space: Any = None, n_warm: int = 5, top_fraction: float = TOP_FRACTION,
              floor: float = FLOOR, kind: str = "uniform") -> Priors:
-    """Priors from the bank tasks ``by_task`` (one space): the ``k`` most similar (all, equally, without similarities)."""
+    """Priors from bank tasks of one space: the ``k`` most similar (without similarities: all, equally)."""
     tasks = [t for t, rs in by_task.items() if rs]
     if not tasks:
         raise BankError("no bank tasks of this space to transfer priors from")
@@ -246,7 +250,7 @@ def with_priors(factory: Callable[[Any, Sequence[str], int], Any], prior: Mappin
 
 def target_similarities(bank: Bank, tasks: Sequence[str], target: Sequence[float] | None, kind: str = "probe"
                         ) -> dict[str, float] | None:
-    """Similarity of each bank task holding an embedding of ``kind`` to ``target`` (``None`` when none can be compared)."""
+    """Similarity to ``target`` of each bank task with an embedding of ``kind`` (``None`` when none compares)."""
     if target is None:
         return None
     sims = {}
