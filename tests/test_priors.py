@@ -87,6 +87,19 @@ def test_bank_reads_runs_written_by_search(root: Path, tmp_path: Path, fake_eval
     assert fresh.update_from_run(run.dir) == 8 and len(fresh.records) == 8
 
 
+def test_bank_reads_an_sqlite_storage(root: Path, tmp_path: Path, fake_evaluator: None) -> None:
+    from nasmtl.search.run import run_engine, start_run
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    run = start_run(config(root, trials=4), "sq", url, runs_root=tmp_path / "runs")
+    run_engine(run, progress=None)
+    recs = records_from_storage(url)
+    assert len(recs) == 4 and {r.task for r in recs} == {"multimnist:left"}
+    assert {r.design for r in recs} == {r.design for r in Bank.load(tmp_path / "runs" / "bank.jsonl").records}
+    with pytest.raises(BankError, match="no study 'other'"):
+        records_from_storage(url, "other")
+
+
 def test_bad_bank_file_names_file_and_line(tmp_path: Path) -> None:
     good = Record("t", "s", "d", {"a": "x"}, {"acc": 1.0}, 1.0, "test").to_json()
     p = tmp_path / "bank.jsonl"
