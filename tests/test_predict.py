@@ -305,3 +305,28 @@ def test_predictor_strategy_runs_on_nb201():
     assert np.mean(vals[5:]) > np.mean(tab.column("cifar10", "val_acc"))  # steered above the table mean
     res = run_benchmark(tab, "predictor", budget=12, seeds=1, objectives=("val_acc", "latency"))
     assert 0 < res.runs[0].final <= 1.0
+
+
+def test_predictor_sampler_is_wired_into_the_search_engine():
+    import optuna
+
+    from nasmtl.config import SAMPLERS
+    from nasmtl.search.samplers import StrategyProposer, make_proposer, make_sampler
+    from nasmtl.spaces.cell import SEARCH_SPACES, CellSpace
+
+    assert "predictor" in SAMPLERS
+    space = CellSpace.from_file(SEARCH_SPACES / "nb201.toml")
+    prop = make_proposer("predictor", space, ["maximize", "minimize"], seed=0, population=3)
+    assert isinstance(prop, StrategyProposer) and isinstance(prop.strategy, PredictorStrategy)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("predictor", 0))
+    keys = set()
+    for i in range(6):
+        trial = study.ask()
+        x = prop.propose(trial)
+        keys.add(space.encode(x))
+        ch = space.choices(x)
+        acc = sum(op == "nor_conv_3x3" for op in ch.values()) + 0.1 * i
+        params = sum(op.startswith("nor_conv") for op in ch.values())
+        prop.observe(x, [acc, params] if i != 2 else None)
+    assert len(keys) == 6 and len(prop.strategy._y) == 5

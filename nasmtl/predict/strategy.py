@@ -1,12 +1,16 @@
 """The ``predictor`` search strategy: BANANAS-like search steered by an MLP ensemble (ask/tell).
 
-After ``n_init`` random designs, each ``ask`` refits the ensemble on every design told so far,
-proposes ``candidates`` new designs (one or two mutations of the current best / Pareto set, plus a
-few random draws), scores them and returns the one with the best acquisition:
+After ``n_init`` random designs, each ``ask`` refits the ensemble on every design told so far
+(targets replaced by the normal scores of their ranks, so a few broken designs do not dominate
+the fit), proposes ``candidates`` new designs (1 to ``max_mutations`` mutations of one of the
+``top_parents`` best / the observed Pareto set, and a ``random_fraction`` of fresh draws), scores
+them and returns the one with the best acquisition:
 
-* one objective: upper confidence bound, mean + ``kappa`` * std (in the objective's direction);
+* one objective: independent Thompson sampling (``acquisition="its"``: each candidate scored by
+  one randomly drawn ensemble member, as in BANANAS) or an upper confidence bound (``"ucb"``:
+  mean + ``kappa`` * std);
 * two or three: hypervolume improvement, over the observed front, of the optimistic point
-  mean -/+ ``kappa`` * std (objectives scaled by the observed range).
+  mean + ``kappa`` * std (objectives scaled by the observed range).
 
 Designs are encoded by ``featurizer(design) -> vector``. :func:`default_featurizer` gives ONNX graph
 features (``nasmtl.predict.encoding``) for NAS-Bench-201 cells when the encoding cache holds every
@@ -96,7 +100,7 @@ def default_featurizer(space: Any) -> tuple[Featurizer, str]:
 
 @dataclass
 class PredictorStrategy:
-    """BANANAS-like ask/tell strategy: ensemble fit on told designs, mutations scored by UCB / optimistic HVI."""
+    """BANANAS-like ask/tell strategy: ensemble fit on told designs, mutations scored by ITS/UCB or optimistic HVI."""
 
     space: Any
     directions: Sequence[str]
@@ -106,9 +110,13 @@ class PredictorStrategy:
     kappa: float = 0.5
     members: int = 5
     hidden: int = 32
-    steps: int = 100
-    lr: float = 1e-2
-    top_parents: int = 5
+    steps: int = 60
+    lr: float = 2e-2
+    rank_targets: bool = True
+    acquisition: str = "its"
+    random_fraction: float = 0.2
+    max_mutations: int = 3
+    top_parents: int = 10
     featurizer: Featurizer | None = None
     encoding: str = ""
     _rng: np.random.Generator = field(init=False, repr=False)
@@ -121,6 +129,8 @@ class PredictorStrategy:
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
         self._sign = np.array([1.0 if d == "maximize" else -1.0 for d in self.directions])
+        if self.acquisition not in ("its", "ucb"):
+            raise ValueError(f"acquisition must be 'its' or 'ucb', got {self.acquisition!r}")
         if self.featurizer is None:
             self.featurizer, self.encoding = default_featurizer(self.space)
         elif not self.encoding:
@@ -136,10 +146,20 @@ class PredictorStrategy:
         torch.set_num_threads(1)
         x = np.stack(self._x)
         y = np.array(self._y) * self._sign
+        if self.rank_targets:
+            y = _normal_scores(y)
         net = fit_ensemble(x, y, members=self.members, hidden=self.hidden, steps=self.steps, lr=self.lr,
                            seed=int(self._rng.integers(2**31)))
-        mean, std = predict_torch(net, np.stack([self.featurizer(d) for d in pool]))
-        best = pool[int(np.argmax(self._acquisition(mean, std, y)))]
+        feats = np.stack([self.featurizer(d) for d in pool])
+        if self.acquisition == "its" and y.shape[1] == 1:
+            with torch.no_grad():
+                members = net.members_normalised(torch.as_tensor(feats)).numpy()[:, :, 0]
+            pick = self._rng.integers(len(members), size=len(pool))
+            score = members[pick, np.arange(len(pool))]
+        else:
+            mean, std = predict_torch(net, feats)
+            score = self._acquisition(mean, std, y)
+        best = pool[int(np.argmax(score))]
         self._seen.add(self._key(best))
         return best
 
@@ -194,11 +214,11 @@ class PredictorStrategy:
         tries = 0
         while len(out) < self.candidates and tries < 5 * self.candidates:
             tries += 1
-            if self._rng.random() < 0.1:
+            if self._rng.random() < self.random_fraction:
                 x = self.space.sample(self._rng)
             else:
                 x = parents[int(self._rng.integers(len(parents)))]
-                for _ in range(1 + int(self._rng.random() < 0.5)):
+                for _ in range(int(self._rng.integers(1, self.max_mutations + 1))):
                     x = self.space.mutate(x, self._rng)
             key = self._key(x)
             if key not in self._seen and key not in out:
@@ -223,3 +243,11 @@ class PredictorStrategy:
             dist = np.min(np.linalg.norm(opt[:, None, :] - front[None], axis=2), axis=1)
             return -dist
         return gains
+
+
+def _normal_scores(y: np.ndarray) -> np.ndarray:
+    """Each column replaced by the normal quantiles of its ranks (ties averaged), so outliers do not dominate."""
+    from scipy.stats import norm, rankdata
+
+    n = len(y)
+    return np.stack([norm.ppf((rankdata(col) - 0.5) / n) for col in y.T], axis=1)
