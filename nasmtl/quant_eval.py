@@ -8,7 +8,9 @@ path component ``s{stage}_...`` (e.g. ``/model/s1_left_conv_5/Conv``). Rules:
 - nodes without a stage (task heads, pooling before them) belong to the last group;
 - a model with no stage name at all is one group: all its nodes are group 0.
 
-Metrics come from running the model in onnxruntime on a data split, never from torch or estimates.
+A group's precision applies to each of its Conv/Gemm/MatMul nodes; a composite precision
+(``int4_int8``) resolves per node by op type (``node_precision``). Metrics come from running the
+model in onnxruntime on a data split, never from torch or estimates.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from nasmtl.onnx.graph import OnnxError, PathLike, _short, load_onnx
 from nasmtl.onnx.quantize import PRECISIONS as ONNX_PRECISIONS
 from nasmtl.onnx.quantize import quantizable_nodes, quantize
 from nasmtl.onnx.runtime import measure_latency, run_onnx, session
-from nasmtl.spaces.quant import DEFAULT_CALIBRATION_SAMPLES, PRECISIONS, QuantPolicy
+from nasmtl.spaces.quant import BASIC_PRECISIONS, COMPOSITE_PRECISIONS, DEFAULT_CALIBRATION_SAMPLES, QuantPolicy
 
-assert PRECISIONS == ONNX_PRECISIONS, "nasmtl.spaces.quant and nasmtl.onnx.quantize disagree on precisions"
+assert BASIC_PRECISIONS == ONNX_PRECISIONS, "nasmtl.spaces.quant and nasmtl.onnx.quantize disagree on precisions"
 
 _STAGE = re.compile(r"^s(\d+)_")
 
@@ -86,9 +88,16 @@ def layer_groups(onnx_path: PathLike, n_groups: int) -> dict[str, int]:
     return {name: last if s is None else min(s, last) for name, s in stages.items()}
 
 
+def node_precision(precision: str, op_type: str) -> str:
+    """The quantizer precision of one node of ``op_type`` at a policy precision (composites resolved by op)."""
+    return COMPOSITE_PRECISIONS.get(precision, {}).get(op_type, precision)
+
+
 def node_policy(onnx_path: PathLike, policy: QuantPolicy) -> dict[str, str]:
-    """The precision of every quantizable node under ``policy`` (its group's precision)."""
-    return {name: policy.precision(g) for name, g in layer_groups(onnx_path, policy.n_groups).items()}
+    """The quantizer precision of every quantizable node under ``policy`` (its group's, resolved by op type)."""
+    ops = dict(quantizable_nodes(onnx_path))
+    return {name: node_precision(policy.precision(g), ops[name])
+            for name, g in layer_groups(onnx_path, policy.n_groups).items()}
 
 
 def apply_policy(fp32_path: PathLike, out_path: PathLike, policy: QuantPolicy, calibration: np.ndarray | None,
@@ -100,7 +109,7 @@ def apply_policy(fp32_path: PathLike, out_path: PathLike, policy: QuantPolicy, c
     """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     groups = layer_groups(fp32_path, policy.n_groups)
-    per_node = {name: policy.precision(g) for name, g in groups.items()}
+    per_node = node_policy(fp32_path, policy)
     try:
         res = quantize(fp32_path, out_path, per_node, calibration=calibration, calibration_samples=calibration_samples)
         applied, skipped, seconds, renamed = res.applied, res.skipped, res.seconds, res.renamed

@@ -29,7 +29,7 @@ from nasmtl.quant_eval import (
     node_policy,
 )
 from nasmtl.spaces import DecisionSpace, SearchSpace, SpaceError
-from nasmtl.spaces.quant import PRECISIONS, QuantPolicy, QuantSpace
+from nasmtl.spaces.quant import BASIC_PRECISIONS, PRECISIONS, QuantPolicy, QuantSpace
 from nasmtl.train import Budget, TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,6 +164,20 @@ def test_mixed_policy_quantizes_exactly_the_named_groups(fp32: Path, data: Multi
     assert "ConvInteger" not in by_name.values()
 
 
+def test_composite_int4_int8_follows_op_types(fp32: Path, data: MultiTaskDataset, tmp_path: Path) -> None:
+    ops = dict(quantizable_nodes(fp32))
+    policy = QuantPolicy(("fp32", "int4_int8"))
+    assert node_policy(fp32, policy) == {n: "fp32" if g == 0 else "int4_weight" if ops[n] == "Gemm" else "int8_static"
+                                         for n, g in layer_groups(fp32, 2).items()}
+    q = apply_policy(fp32, tmp_path / "w4a8.onnx", QuantPolicy.uniform("int4_int8", 2), _calib(data))
+    assert not q.skipped
+    assert {n: p for n, p in q.applied.items()} == {n: "int8_static" if op == "Conv" else "int4_weight"
+                                                    for n, op in ops.items()}
+    int8 = apply_policy(fp32, tmp_path / "i8.onnx", QuantPolicy.uniform("int8_static", 2), _calib(data))
+    assert q.bytes < 0.75 * int8.bytes
+    assert run_onnx(q.path, data.val.x[:3])["left"].shape == (3, 10)
+
+
 def test_failed_quantization_keeps_fp32_with_reasons(fp32: Path, data: MultiTaskDataset, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: object, **kwargs: object) -> None:
@@ -238,7 +252,8 @@ def test_measure_policy_and_baselines(fp32: Path, data: MultiTaskDataset, tmp_pa
 
 
 def test_precision_names_match_the_quantizer() -> None:
-    assert PRECISIONS == ONNX_PRECISIONS
+    assert BASIC_PRECISIONS == ONNX_PRECISIONS
+    assert set(BASIC_PRECISIONS) < set(PRECISIONS)
 
 
 def test_space_protocol_round_trip_and_size() -> None:
@@ -261,7 +276,7 @@ def test_space_protocol_round_trip_and_size() -> None:
     asked = []
     p = space.sample_with(lambda k, opts, w: asked.append((k, tuple(opts))) or opts[-1])
     assert p == QuantPolicy(("int4_weight",) * 3)
-    assert asked == [(f"quant.g{i}", PRECISIONS) for i in range(3)]
+    assert asked == [(f"quant.g{i}", BASIC_PRECISIONS) for i in range(3)]
 
 
 def test_decode_and_policy_errors() -> None:

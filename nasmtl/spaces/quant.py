@@ -22,8 +22,15 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-PRECISIONS: tuple[str, ...] = ("fp32", "int8_static", "int8_dynamic", "int4_weight")
-"""Every precision a policy may name (the same names as ``nasmtl.onnx.quantize``)."""
+BASIC_PRECISIONS: tuple[str, ...] = ("fp32", "int8_static", "int8_dynamic", "int4_weight")
+"""The precisions of ``nasmtl.onnx.quantize`` (same names), the default options of a ``QuantSpace``."""
+
+COMPOSITE_PRECISIONS: dict[str, dict[str, str]] = {"int4_int8": {"MatMul": "int4_weight", "Gemm": "int4_weight",
+                                                                 "Conv": "int8_static"}}
+"""Precisions that depend on the op: ``int4_int8`` is weight-only int4 for MatMul/Gemm, int8 static for Conv."""
+
+PRECISIONS: tuple[str, ...] = (*BASIC_PRECISIONS, *COMPOSITE_PRECISIONS)
+"""Every precision a policy may name."""
 
 DEFAULT_CALIBRATION_SAMPLES = 64
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -70,7 +77,7 @@ class QuantSpace:
     """Policies over ``n_groups`` layer groups drawn from ``options`` (sampling ``weights`` per option)."""
 
     n_groups: int
-    options: tuple[str, ...] = PRECISIONS
+    options: tuple[str, ...] = BASIC_PRECISIONS
     weights: Mapping[str, float] | None = None
     calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     source: str = "<QuantSpace>"
