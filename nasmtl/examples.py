@@ -16,13 +16,18 @@ def _stage(input_shape: Shape, layers: list[tuple[str, dict]]) -> Arch:
 
 
 def two_branch_cnn_stages(input_shape: Shape, width: int = 32) -> list[Arch]:
-    """A shared conv stem and a per-task conv block: the two stages of the example CNN."""
+    """A shared conv stem and a per-task conv block: the two stages of the example CNN.
+
+    The block ends in a flattened small grid and a linear layer rather than global pooling, so
+    each head still knows where in the canvas a feature was (left digit vs right digit).
+    """
     stem = _stage(input_shape, [("conv", {"out": width, "k": 3}), ("batchnorm", {}), ("relu", {}),
                                 ("maxpool", {"k": 2, "stride": 2})])
     block = _stage(stem.shape(stem.outputs["out"]), [
         ("conv", {"out": 2 * width, "k": 3}), ("batchnorm", {}), ("relu", {}),
         ("maxpool", {"k": 2, "stride": 2}),
         ("conv", {"out": 2 * width, "k": 3}), ("batchnorm", {}), ("relu", {}),
+        ("maxpool", {"k": 2, "stride": 2}), ("flatten", {}), ("linear", {"out": 4 * width}), ("relu", {}),
     ])
     return [stem, block]
 
