@@ -196,3 +196,20 @@ def test_patch_conv_lowering_keeps_shape_and_costs(tmp_path):
     export_onnx(to_torch(low, seed=0), low.input_shape, tmp_path / "low.onnx", ["t"])
     ops = {n.op_type for n in load_onnx(tmp_path / "low.onnx").graph.node}
     assert "Conv" in ops and "MatMul" not in ops
+
+
+@pytest.mark.parametrize("size, grid", [(9, 2), (36, 2), (3, 3), (1, 1)])
+def test_grid_head_keeps_a_coarse_map(size, grid, tmp_path):
+    from nasmtl.onnx import check_parity, export_onnx
+
+    b = ArchBuilder((4, size, size))
+    add_head(b, b.input, "t", 3, pool="grid")
+    arch = b.build()
+    feats = arch.inputs_of(arch.outputs["t"])[0]
+    assert arch.shape(feats) == (4 * grid * grid,)
+    model = to_torch(arch, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((2, 4, size, size)).astype(np.float32)
+    export_onnx(model, arch.input_shape, tmp_path / "g.onnx", ["t"])
+    assert check_parity(model, tmp_path / "g.onnx", x, atol=1e-4).ok
+    with pytest.raises(ValueError, match="unknown head pooling"):
+        add_head(ArchBuilder((4, 8, 8)), "input", "u", 2, pool="mean")

@@ -40,8 +40,9 @@ def _copy_stage(b: ArchBuilder, stage: Arch, src: str, prefix: str) -> str:
     return names[stage.outputs["out"]]
 
 
-def compose(stages: Sequence[Arch], layout: Sequence[Partition], heads: Mapping[str, int]) -> Arch:
-    """One Arch with a head per task (``heads``: task -> number of outputs)."""
+def compose(stages: Sequence[Arch], layout: Sequence[Partition], heads: Mapping[str, int],
+            head_pool: str = "global") -> Arch:
+    """One Arch with a head per task (``heads``: task -> number of outputs; ``head_pool``: see ``add_head``)."""
     if len(layout) != len(stages):
         raise ShapeError(f"layout has {len(layout)} stage(s) but the backbone has {len(stages)}")
     if not stages:
@@ -65,7 +66,7 @@ def compose(stages: Sequence[Arch], layout: Sequence[Partition], heads: Mapping[
         current = nxt
     for ts, node in current.values():
         for task in sorted(ts):
-            add_head(b, node, task, heads[task])
+            add_head(b, node, task, heads[task], pool=head_pool)
     ordered = {t: b.outputs[t] for t in heads}
     b.outputs = ordered
     return b.build()

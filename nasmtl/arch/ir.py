@@ -213,9 +213,24 @@ def from_dict(data: Mapping[str, Any]) -> Arch:
     return b.build()
 
 
-def add_head(b: ArchBuilder, x: str, task: str, n_outputs: int) -> str:
-    """A task head on node ``x``: global pooling when it is not a vector, then linear."""
-    if len(b.shape(x)) > 1:
+HEAD_POOLS = ("global", "grid")
+"""How a head reduces an image or token map: global pooling, or a coarse 2x2 grid kept in place."""
+
+
+def add_head(b: ArchBuilder, x: str, task: str, n_outputs: int, pool: str = "global") -> str:
+    """A task head on node ``x``: pooling when it is not a vector, then linear.
+
+    ``pool="global"`` averages over all positions; ``"grid"`` average-pools an image to about 2x2
+    and flattens it, so a head still sees where a feature was (e.g. which digit is on the left).
+    """
+    if pool not in HEAD_POOLS:
+        raise ValueError(f"unknown head pooling {pool!r} (one of {', '.join(HEAD_POOLS)})")
+    shape = b.shape(x)
+    if pool == "grid" and len(shape) == 3 and min(shape[1], shape[2]) >= 2:
+        k = min(shape[1], shape[2]) // 2
+        x = b.add("avgpool", x, name=f"{task}_grid", k=k, stride=k)
+        x = b.add("flatten", x, name=f"{task}_flat")
+    elif len(shape) > 1:
         x = b.add("globalpool", x, name=f"{task}_pool")
     y = b.add("linear", x, name=f"{task}_head", out=n_outputs)
     b.output(task, y)
