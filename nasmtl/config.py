@@ -30,6 +30,8 @@ STATIC_OBJECTIVES = ("latency_ms", "bytes", "macs", "params", "delta_m")
 """Objectives measured on the exported model, and Δm (``nasmtl.mtl_metrics``); the others are ``task.metric``
 names (or ``task.params``/``task.macs``/``task.bytes``/``task.latency_ms``: the cost of one task's path)."""
 
+from nasmtl.arch.ir import HEAD_POOLS
+
 LAYOUT_MODES = ("search", "shared", "separate")
 """``[space] layout`` values besides a fixed layout string (``left+right/left|right``)."""
 
@@ -48,6 +50,7 @@ n_test = 500
 grammar = "grammars/einspace.lark"
 max_macs = 1_000_000
 max_params = 200_000
+head = "grid"                           # heads keep a coarse 2x2 map: which digit is left or right
 layout = "search"                       # where the two tasks share stages and where they branch
 quant = "search_spaces/quant.toml"      # a precision per stage (fp32, int8 static/dynamic, int4 weights)
 
@@ -137,6 +140,8 @@ class SpaceConfig:
     layout: str = "shared"
     stages: int | None = None
     quant: str | bool | None = None
+    head: str = "global"
+    """How task heads pool an image map: ``"global"`` or ``"grid"`` (about 2x2, position kept)."""
 
 
 @dataclass
@@ -333,6 +338,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{src}: [space] needs exactly one of 'grammar' (a .lark file) or 'cell' (a cell-space .toml)")
     if s.stages is not None and s.stages < 1:
         raise ConfigError(f"{src}: space.stages must be >= 1, got {s.stages}")
+    if s.head not in HEAD_POOLS:
+        raise ConfigError(f"{src}: space.head must be one of {', '.join(HEAD_POOLS)}, got {s.head!r}")
     if not s.layout.strip():
         raise ConfigError(f"{src}: space.layout must be one of {', '.join(LAYOUT_MODES)} or a layout string")
     if "name" not in cfg.data and "kind" not in cfg.data:

@@ -67,6 +67,7 @@ class ArchEvaluator:
     latency_runs: int = 20
     seed: int = 0
     calibration_samples: int = 64
+    head_pool: str = "global"
     _tasks: list[str] = field(init=False)
     _references: dict[str, dict[str, float]] = field(init=False, default_factory=dict)
 
@@ -86,9 +87,9 @@ class ArchEvaluator:
 
         heads = {t.name: t.n_outputs for t in self.data.tasks}
         if isinstance(design, Design):
-            return self.space.build(design, tuple(self.data.input_shape), heads)
+            return self.space.build(design, tuple(self.data.input_shape), heads, self.head_pool)
         stages = self.space.stages(design, tuple(self.data.input_shape))
-        return compose(stages, shared_layout(self._tasks, len(stages)), heads)
+        return compose(stages, shared_layout(self._tasks, len(stages)), heads, self.head_pool)
 
     def evaluate(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
         """Train, export with parity check, and measure one design."""
@@ -279,7 +280,7 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
                           "or a fixed layout); with all stages shared there is nothing to compare")
     calib = getattr(getattr(space, "quant_space", None), "calibration_samples", 64)
     return ArchEvaluator(space, data, cfg.objective_names, tc, cfg.search.trial_timeout,
-                         cfg.search.latency_runs, cfg.search.seed, calib)
+                         cfg.search.latency_runs, cfg.search.seed, calib, cfg.space.head)
 
 
 def _metric_names(task: Any, data: Any) -> set[str] | None:

@@ -234,10 +234,10 @@ class JointSpace:
             return parts
         return [parts[(k + 1) * self.n_stages // n_built - 1] for k in range(n_built)]
 
-    def build(self, x: Design, input_shape: Shape, heads: Mapping[str, int]) -> Arch:
+    def build(self, x: Design, input_shape: Shape, heads: Mapping[str, int], head_pool: str = "global") -> Arch:
         """The multi-task network of ``x``: stages copied per task group, one head per task."""
         st = self.stages(x, input_shape)
-        return compose(st, self.layout_for(x, len(st)), heads)
+        return compose(st, self.layout_for(x, len(st)), heads, head_pool)
 
 
 def _sub_prior(prior: Prior | None, part: str) -> Prior | None:
