@@ -210,3 +210,26 @@ def test_samplers_are_registered_with_the_benchmark_runner() -> None:
     for name in ("evolution", "nsga2", "tpe"):
         res = runner.run_benchmark(table, name, budget=25, seeds=1, objectives=("val_acc", "latency"))
         assert len(set(res.runs[0].designs)) == 25 and 0 < res.runs[0].final <= 1
+
+
+def test_start_designs_are_trained_first(root: Path, tmp_path: Path) -> None:
+    from nasmtl.config import ConfigError
+    from nasmtl.search.start import enqueue_start, start_designs
+    from nasmtl.spaces.grammar import GrammarSpace
+
+    space = GrammarSpace.from_file(root / "grammars" / "einspace.lark", (1, 36, 36), max_macs=10_000_000)
+    resnet = root / "grammars" / "baselines" / "resnet.txt"
+    designs = start_designs(space, [str(resnet), "seq(relu,maxpool(k=2,stride=2))"], lambda p: Path(p))
+    assert len(designs) == 2 and designs[1] == "seq(relu,maxpool(k=2,stride=2))"
+    eng = engine(space, tmp_path, "evolution", trials=4)
+    enqueue_start(eng.study, designs)
+    eng.run()
+    first = [t.user_attrs["design"] for t in sorted(eng.study.get_trials(), key=lambda t: t.number)][:2]
+    assert first == designs
+    with pytest.raises(ConfigError, match=r"search.start\[0\]: not a design of space"):
+        start_designs(space, ["seq(relu,nope)"], lambda p: Path(p))
+    with pytest.raises(ConfigError, match=r"search.start\[0\]: no start-design file"):
+        start_designs(space, ["grammars/baselines/missing.txt"], lambda p: root / p)
+    tight = GrammarSpace.from_file(root / "grammars" / "einspace.lark", (1, 36, 36), max_macs=100_000)
+    with pytest.raises(ConfigError, match=r"macs, over the space's cap \[space\] max_macs = 100,000"):
+        start_designs(tight, [str(resnet)], lambda p: Path(p))

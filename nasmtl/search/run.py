@@ -134,6 +134,12 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
         from nasmtl.priors.transfer import apply_priors
 
         apply_priors(run, space, proposer, getattr(evaluator, "data", None), progress)
+    if cfg.search.start:
+        from nasmtl.search.start import enqueue_start, start_designs
+
+        designs = start_designs(space, cfg.search.start, cfg.resolve, cfg.search.seed, cfg.source)
+        if not run.study.get_trials(deepcopy=False):
+            enqueue_start(run.study, designs)
     budget = SearchBudget(trials if trials is not None else cfg.search.trials,
                           seconds if seconds is not None else cfg.search.seconds, cfg.search.max_failures)
     return Engine(run.study, space, evaluator, cfg.objectives, proposer, run.dir, budget, pruner,
