@@ -154,6 +154,9 @@ class Im2Col(nn.Module):
             x = F.pad(x, (p, p, p, p))
         oh = (x.shape[-2] - k) // st + 1
         ow = (x.shape[-1] - k) // st + 1
+        if st == k:
+            grid = x[:, :, :oh * k, :ow * k].reshape(x.shape[0], self.channels, oh, k, ow, k)
+            return grid.permute(0, 2, 4, 1, 3, 5).reshape(x.shape[0], oh * ow, self.channels * k * k)
         taps = [x[:, :, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st]
                 for i in range(k) for j in range(k)]
         cols = torch.stack(taps, dim=2)

@@ -111,6 +111,7 @@ def _export_torchscript(wrapper: nn.Module, x: torch.Tensor, path: Path, names: 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             wrapper,
             (x,),
