@@ -13,7 +13,6 @@ from nasmtl.arch import arch_cost, to_torch
 from nasmtl.arch.compose import task_costs
 from nasmtl.arch.ir import Arch, ArchBuilder
 from nasmtl.config import ConfigError, parse_config
-from nasmtl.examples import two_branch_cnn_stages
 from nasmtl.mtl_metrics import delta_m
 from nasmtl.spaces.base import SpaceError
 from nasmtl.spaces.joint import Design, FixedArchSpace, JointSpace, joint_from_parts
@@ -80,7 +79,8 @@ def test_round_trip_operators_and_choices(root: Path) -> None:
 def test_fixed_parts_are_held_and_checked() -> None:
     arch = FixedArchSpace("cnn", lambda shape: conv_stages(shape))
     layouts = LayoutSpace(list(HEADS), 3)
-    space = JointSpace(arch, layouts, QuantSpace(3, ("fp32", "int8_static")), fixed={"quant": "int8_static," * 2 + "int8_static"})
+    space = JointSpace(arch, layouts, QuantSpace(3, ("fp32", "int8_static")),
+                       fixed={"quant": "int8_static,int8_static,int8_static"})
     assert space.searched == ("arch", "layout") and space.size() == 4.0
     assert hasattr(space, "sample_with")
     rng = np.random.default_rng(3)
@@ -107,7 +107,8 @@ def test_stage_fitting_rule() -> None:
     # stages 0 -> 0, 1 -> 0, 2 -> 1: a branch at layout stage 1 copies only the last backbone stage
     net = two.build(Design("cnn3", two.layout_space.decode("left+right/left|right")), SHAPE, HEADS)
     last = arch_cost(conv_stages(SHAPE, 3)[2]).params
-    assert arch_cost(net).params == arch_cost(two.build(Design("cnn3", two.layout_space.shared()), SHAPE, HEADS)).params + last
+    shared = two.build(Design("cnn3", two.layout_space.shared()), SHAPE, HEADS)
+    assert arch_cost(net).params == arch_cost(shared).params + last
     four = JointSpace(arch, LayoutSpace(list(HEADS), 4))
     # 3 backbone stages on 4 layout stages: stage k takes layout stage (k+1)*4//3 - 1 = 0, 1, 3
     d = Design("cnn3", four.layout_space.decode("left+right/left+right/left+right/left|right"))

@@ -165,7 +165,7 @@ class ArchEvaluator:
         return values
 
     def _quantized(self, fp32_path: Path, onnx_path: Path, policy: Any) -> dict[str, float]:
-        """Apply ``policy`` and measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``/``int8.*``."""
+        """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``."""
         import json
 
         from nasmtl.quant_eval import baselines, measure_policy
@@ -176,7 +176,8 @@ class ArchEvaluator:
                                calibration_samples=self.calibration_samples)
             base = baselines(fp32_path, calib, self.data, fp32_path.parent, "val", self.latency_runs)
         except Exception as e:
-            raise TrialFailed("quantization", f"policy {policy} could not be applied or measured: {_short(e)}") from None
+            raise TrialFailed("quantization", f"policy {policy} could not be applied or measured: "
+                                              f"{_short(e)}") from None
         values = dict(m.values)
         for name, vals in base.items():
             values.update({f"{name}.{k}": float(v) for k, v in vals.items()})
