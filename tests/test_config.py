@@ -51,6 +51,20 @@ def test_default_and_example_configs(root: Path) -> None:
     assert RunConfig.from_dict(ex.to_dict()) == ex
 
 
+@pytest.mark.parametrize("which", ["default", "example"])
+def test_shipped_configs_build_their_space_evaluator_and_start_designs(root: Path, which: str) -> None:
+    from nasmtl.search.evaluate import build_evaluator, load_space
+    from nasmtl.search.start import start_designs
+
+    cfg = default_config() if which == "default" else load_config(root / "search_spaces" / "example_run.toml")
+    space = load_space(cfg)
+    evaluator = build_evaluator(cfg, space)
+    assert [t.name for t in evaluator.data.tasks] == ["left", "right"]
+    designs = start_designs(space, cfg.search.start, cfg.resolve, source=cfg.source)
+    assert len(designs) == len(cfg.search.start) >= 2
+    assert all(space.encode(space.decode(d)) == d for d in designs)
+
+
 def test_good_config_and_reference_point(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, GOOD))
     assert cfg.directions == ["maximize", "minimize"]
