@@ -6,7 +6,7 @@ Run one part at a time (each stays under 10 minutes on 2 shared cores):
     python bench/predictors.py transfer   # train on CIFAR-10, rank CIFAR-100 and ImageNet16-120 cells
     python bench/predictors.py speed      # candidates/s with and without encoding (onnxruntime)
     python bench/predictors.py search --samplers predictor,evolution,random --seeds 20
-    python bench/predictors.py mo         # accuracy vs latency: hypervolume, predictor@100 vs tpe@300
+    python bench/predictors.py mo --seeds 10   # accuracy vs latency: hypervolume, predictor@100 vs tpe@300
     python bench/predictors.py transnas   # one 7-task predictor vs 7 single-task ones; our proxies vs the table's
 
 NAS-Bench-201 parts need the encoding cache (``python -m nasmtl.predict.data``, about 15 min once)
@@ -180,15 +180,22 @@ def queries_to_target(tab, sampler: str, seed: int, budget: int, tol: float, dat
     return None
 
 
-def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: float) -> None:
-    from nasmtl.benchmarks import load_table
+def register_variants() -> None:
+    """Bench-only strategies: the predictor sampler forced to the one-hot encoding, or with UCB."""
     from nasmtl.benchmarks.runner import register_strategy
-    from nasmtl.predict.strategy import ChoiceOneHot, PredictorStrategy, default_featurizer
+    from nasmtl.predict.strategy import ChoiceOneHot, PredictorStrategy
 
-    tab = load_table("nb201")
     register_strategy("predictor-onehot", lambda s, d, seed: PredictorStrategy(
         s, list(d), seed=seed, featurizer=ChoiceOneHot(s), encoding="choices one-hot"))
     register_strategy("predictor-ucb", lambda s, d, seed: PredictorStrategy(s, list(d), seed=seed, acquisition="ucb"))
+
+
+def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: float) -> None:
+    from nasmtl.benchmarks import load_table
+    from nasmtl.predict.strategy import default_featurizer
+
+    tab = load_table("nb201")
+    register_variants()
     print(f"NB201 CIFAR-10 val_acc (mean of 3 seeds), best {tab.best('cifar10')[1]:.4f}: queries until regret <= {tol} "
           f"over {seeds} seeds; 'predictor' encodes with {default_featurizer(tab.space)[1]}")
     for s in samplers:
@@ -208,9 +215,11 @@ def part_mo(seeds: int, pred_budget: int, tpe_budget: int) -> None:
     from nasmtl.benchmarks.runner import run_benchmark
 
     tab = load_table("nb201")
+    register_variants()
     print(f"NB201 CIFAR-10 val_acc vs latency: hypervolume fraction of the true front, {seeds} seeds")
     out = {}
-    for s, b in (("predictor", pred_budget), ("tpe", tpe_budget), ("random", tpe_budget)):
+    for s, b in (("predictor", pred_budget), ("predictor-onehot", pred_budget), ("tpe", tpe_budget),
+                 ("random", tpe_budget)):
         t = time.perf_counter()
         res = run_benchmark(tab, s, budget=b, seeds=seeds, dataset="cifar10", objectives=("val_acc", "latency"))
         at100 = [r.curve[min(99, b - 1)] for r in res.runs]
