@@ -201,3 +201,15 @@ def test_dynamo_and_torchscript_agree(exported: tuple[TwoHeadCNN, Path], tmp_pat
         np.testing.assert_allclose(a[k], b[k], atol=1e-5)
     assert check_parity(model, res.path, x[:1]).ok
     assert graph_stats(res.path).macs == CNN_MACS
+
+
+def test_parity_relative_tolerance_scales_with_output_size(exported: tuple[TwoHeadCNN, Path]) -> None:
+    model, path = exported
+    x = _x(6) * 1e4
+    exact = check_parity(model, path, x, atol=0.0, raise_on_fail=False)
+    assert exact.scale["cls"] > 1e3
+    worst = max(exact.max_abs_diff.values())
+    assert check_parity(model, path, x, atol=worst / 2, rtol=worst / min(exact.scale.values())).ok
+    other = _model(seed=123)
+    with pytest.raises(ParityError, match=r"rtol=1e-05 \* max\|output\|"):
+        check_parity(other, path, _x(4), atol=1e-4, rtol=1e-5)

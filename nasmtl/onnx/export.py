@@ -8,7 +8,7 @@ import logging
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -166,16 +166,26 @@ def _export_dynamo(wrapper: nn.Module, x: torch.Tensor, path: Path, names: list[
 
 @dataclass
 class ParityResult:
-    """Largest absolute difference per output between torch and onnxruntime over ``n`` samples."""
+    """Largest absolute difference per output between torch and onnxruntime over ``n`` samples.
+
+    An output passes when its difference is at most ``atol + rtol * scale``, ``scale`` being the
+    largest magnitude of that torch output (float32 rounding grows with the values' size).
+    """
 
     max_abs_diff: dict[str, float]
     atol: float
     n: int
+    rtol: float = 0.0
+    scale: dict[str, float] = field(default_factory=dict)
+
+    def tolerance(self, name: str) -> float:
+        """The allowed difference of one output."""
+        return self.atol + self.rtol * self.scale.get(name, 0.0)
 
     @property
     def ok(self) -> bool:
         """All outputs within tolerance."""
-        return all(d <= self.atol for d in self.max_abs_diff.values())
+        return all(d <= self.tolerance(k) for k, d in self.max_abs_diff.items())
 
     @property
     def worst(self) -> float:
@@ -208,8 +218,10 @@ def check_parity(
     atol: float = 1e-4,
     batch_size: int = 256,
     raise_on_fail: bool = True,
+    rtol: float = 0.0,
 ) -> ParityResult:
-    """Compare torch (eval, no grad) and onnxruntime outputs on ``x``; raise ParityError above ``atol``."""
+    """Compare torch (eval, no grad) and onnxruntime outputs on ``x``; raise ParityError above
+    ``atol + rtol * max|torch output|`` (see ``ParityResult``)."""
     where = getattr(path, "_model_path", None) or str(path)
     if not isinstance(path, ort.InferenceSession):
         load_onnx(path)
@@ -226,12 +238,17 @@ def check_parity(
             for k, v in out.items():
                 want.setdefault(k, []).append(v.detach().float().cpu().numpy())
     diffs: dict[str, float] = {}
+    scale: dict[str, float] = {}
     for name, onnx_out in got.items():
         if name not in want:
             raise ParityError(f"{where}: ONNX output {name!r} is not an output of the torch model {list(want)}")
-        diffs[name] = _max_abs_diff(np.concatenate(want[name], axis=0), onnx_out)
-    result = ParityResult(max_abs_diff=diffs, atol=atol, n=int(len(x)))
+        ref = np.concatenate(want[name], axis=0)
+        diffs[name] = _max_abs_diff(ref, onnx_out)
+        finite = np.abs(ref[np.isfinite(ref)])
+        scale[name] = float(finite.max()) if finite.size else 0.0
+    result = ParityResult(max_abs_diff=diffs, atol=atol, n=int(len(x)), rtol=rtol, scale=scale)
     if raise_on_fail and not result.ok:
-        detail = ", ".join(f"{k}: {v:.3g}" for k, v in diffs.items())
-        raise ParityError(f"{where}: torch/onnxruntime outputs differ above atol={atol:g} ({detail})", diffs)
+        detail = ", ".join(f"{k}: {v:.3g} (allowed {result.tolerance(k):.3g})" for k, v in diffs.items())
+        limit = f"atol={atol:g}" + (f" + rtol={rtol:g} * max|output|" if rtol else "")
+        raise ParityError(f"{where}: torch/onnxruntime outputs differ above {limit} ({detail})", diffs)
     return result
