@@ -13,7 +13,8 @@ import torch
 import torch.nn as nn
 
 from nasmtl.cli import main
-from nasmtl.predict.encoding import ENCODING_VERSION, FEATURE_NAMES, describe, encode, feature_vector, to_graph
+from nasmtl.predict.encoding import (ENCODING_VERSION, FEATURE_NAMES, N_FEATURES, describe, encode, feature_vector,
+                                     to_graph)
 from nasmtl.predict.model import (PredictorError, fit_ensemble, load_predictor, predict_torch, rank_metrics,
                                   save_predictor)
 from nasmtl.predict.proxies import zero_cost_proxies
@@ -330,3 +331,60 @@ def test_predictor_sampler_is_wired_into_the_search_engine():
         params = sum(op.startswith("nor_conv") for op in ch.values())
         prop.observe(x, [acc, params] if i != 2 else None)
     assert len(keys) == 6 and len(prop.strategy._y) == 5
+
+
+TINY_RUN = """
+[data]
+name = "multimnist"
+n_train = 120
+n_val = 60
+n_test = 60
+
+[space]
+grammar = "{root}/grammars/cnn.lark"
+max_macs = 300_000
+
+[[objectives]]
+name = "left.accuracy"
+direction = "maximize"
+
+[[objectives]]
+name = "params"
+direction = "minimize"
+ref = 100_000
+
+[train]
+epochs = 1
+batch_size = 40
+
+[search]
+sampler = "random"
+trials = 6
+trial_timeout = 120
+"""
+
+
+def test_run_dataset_encodes_a_real_runs_trials(tmp_path: Path) -> None:
+    from nasmtl.predict.data import PredictDataError, run_dataset
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_RUN.format(root=root))
+    runs = tmp_path / "runs"
+    assert main(["search", str(cfg), "--name", "r", "--runs", str(runs)]) == 0
+    data = run_dataset(runs / "r")
+    records = [json.loads(p.read_text()) for p in sorted((runs / "r" / "trials").glob("*.json")) if p.stem.isdigit()]
+    done = [r for r in records if r["state"] == "complete"]
+    assert data.outputs == ["left.accuracy", "params"] and data.features.shape == (len(done), N_FEATURES)
+    assert data.targets.tolist() == [[r["objectives"]["left.accuracy"], r["objectives"]["params"]] for r in done]
+    assert np.isfinite(data.features).all() and data.designs == [r["design"] for r in done]
+    with pytest.raises(PredictDataError, match="no trial records"):
+        run_dataset(tmp_path)
+    from nasmtl.predict.train import train_from_run
+
+    card = train_from_run(runs / "r", tmp_path / "p.onnx")
+    pred = load_predictor(tmp_path / "p.onnx")
+    assert card.is_file() and pred.card["outputs"] == ["left.accuracy", "params"]
+    assert pred.card["training_data"]["run"] == str(runs / "r")
+    mean, std = pred.predict_features(data.features)
+    assert mean.shape == (len(done), 2) and (std >= 0).all()

@@ -41,5 +41,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}: {cols}")
     if not args.json:
         print(f"# {len(args.files)} model(s) encoded and scored in {seconds * 1000:.1f} ms "
-              f"with {args.predictor} (trained on {pred.card.get('training_data', {}).get('table', '?')})")
+              f"with {args.predictor} (trained on {_source(pred.card)})")
     return 0
+
+
+def _source(card: dict) -> str:
+    """Where a predictor's training data came from, in a few words."""
+    data = card.get("training_data", {})
+    if "table" in data:
+        return str(data["table"])
+    if "run" in data:
+        return f"the trials of run {data['run']}"
+    return "?"

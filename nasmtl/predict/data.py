@@ -239,9 +239,49 @@ def transnas_design(space: Any, cell: Sequence[int]) -> Any:
     return space.from_choices({f"edge_{e}": TRANSNAS_OPS[cell[TRANSNAS_EDGE_ORDER[e]]] for e in range(6)})
 
 
-def run_dataset(run_dir: str | Path) -> Dataset:
-    """Finished trials of a run directory: their Pareto ONNX files encoded, with their objective values."""
-    raise NotImplementedError(f"{run_dir}: reading trials of a run directory as predictor data is not built yet")
+def run_dataset(run_dir: str | Path, outputs: Sequence[str] | None = None) -> Dataset:
+    """Completed trials of a run directory: each trial's measured ONNX file encoded, with its values.
+
+    ``outputs`` names the objective values to predict (default: the run's objectives from its
+    ``config.json``). Trials whose ONNX file is gone (duplicates, deleted files) are skipped and
+    counted in ``source["skipped"]``; a run directory without trial records is an error.
+    """
+    root = Path(run_dir)
+    records = sorted(p for p in (root / "trials").glob("*.json") if p.stem.isdigit())
+    if not records:
+        raise PredictDataError(f"{root}: no trial records (trials/NNNNN.json); is this a run directory?")
+    if outputs is None:
+        outputs = _run_objectives(root)
+    feats, targets, designs, skipped = [], [], [], 0
+    for path in records:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PredictDataError(f"{path}: not a readable trial record ({exc})") from None
+        onnx_file = root / str(rec.get("onnx", ""))
+        if rec.get("state") != "complete":
+            continue
+        if not rec.get("onnx") or not onnx_file.is_file():
+            skipped += 1
+            continue
+        values = rec.get("objectives", {})
+        feats.append(feature_vector(onnx_file))
+        targets.append([float(values.get(name, np.nan)) for name in outputs])
+        designs.append(str(rec.get("design", path.stem)))
+    if not feats:
+        raise PredictDataError(f"{root}: no completed trial with an ONNX file to encode")
+    return Dataset(np.stack(feats), np.asarray(targets, dtype=float), list(outputs), designs,
+                   {"run": str(root), "trials": len(designs), "skipped": skipped}, list(designs))
+
+
+def _run_objectives(root: Path) -> list[str]:
+    """The objective names of a run, read from its resolved config."""
+    path = root / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+        return [str(o["name"]) for o in cfg["objectives"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise PredictDataError(f"{path}: cannot read the run's objectives ({exc}); pass outputs=") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
