@@ -63,6 +63,9 @@ def test_shipped_configs_build_their_space_evaluator_and_start_designs(root: Pat
     designs = start_designs(space, cfg.search.start, cfg.resolve, source=cfg.source)
     assert len(designs) == len(cfg.search.start) >= 2
     assert all(space.encode(space.decode(d)) == d for d in designs)
+    arch = evaluator._arch(space.decode(designs[0]))
+    ops = [arch.graph.nodes[n]["op"] for n in arch.op_nodes()]
+    assert "conv" in ops and "im2col" not in ops  # the ResNet's patch convolutions reach ONNX as Conv
 
 
 def test_good_config_and_reference_point(tmp_path: Path) -> None:
