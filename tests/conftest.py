@@ -46,3 +46,36 @@ class FakeEvaluator:
 def root() -> Path:
     """The project root (grammars/, search_spaces/)."""
     return ROOT
+
+
+# A tiny real run (MultiMNIST subset, the CNN grammar, one epoch); format with root and trials.
+TINY_RUN = """
+[data]
+name = "multimnist"
+n_train = 120
+n_val = 60
+n_test = 60
+
+[space]
+grammar = "{root}/grammars/cnn.lark"
+max_macs = 300_000
+
+[[objectives]]
+name = "left.accuracy"
+direction = "maximize"
+
+[[objectives]]
+name = "params"
+direction = "minimize"
+ref = 100_000
+
+[train]
+epochs = 1
+batch_size = 40
+
+[search]
+sampler = "evolution"
+trials = {trials}
+population = 3
+trial_timeout = 120
+"""

@@ -333,43 +333,13 @@ def test_predictor_sampler_is_wired_into_the_search_engine():
     assert len(keys) == 6 and len(prop.strategy._y) == 5
 
 
-TINY_RUN = """
-[data]
-name = "multimnist"
-n_train = 120
-n_val = 60
-n_test = 60
-
-[space]
-grammar = "{root}/grammars/cnn.lark"
-max_macs = 300_000
-
-[[objectives]]
-name = "left.accuracy"
-direction = "maximize"
-
-[[objectives]]
-name = "params"
-direction = "minimize"
-ref = 100_000
-
-[train]
-epochs = 1
-batch_size = 40
-
-[search]
-sampler = "random"
-trials = 6
-trial_timeout = 120
-"""
-
-
 def test_run_dataset_encodes_a_real_runs_trials(tmp_path: Path) -> None:
     from nasmtl.predict.data import PredictDataError, run_dataset
+    from tests.conftest import TINY_RUN
 
     root = Path(__file__).resolve().parents[1]
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY_RUN.format(root=root))
+    cfg.write_text(TINY_RUN.format(root=root, trials=6))
     runs = tmp_path / "runs"
     assert main(["search", str(cfg), "--name", "r", "--runs", str(runs)]) == 0
     data = run_dataset(runs / "r")

@@ -16,37 +16,7 @@ from optuna.trial import TrialState
 
 from nasmtl.cli import main
 from nasmtl.search.storage import open_storage
-
-TINY = """
-[data]
-name = "multimnist"
-n_train = 120
-n_val = 60
-n_test = 60
-
-[space]
-grammar = "{root}/grammars/cnn.lark"
-max_macs = 300_000
-
-[[objectives]]
-name = "left.accuracy"
-direction = "maximize"
-
-[[objectives]]
-name = "params"
-direction = "minimize"
-ref = 100_000
-
-[train]
-epochs = 1
-batch_size = 40
-
-[search]
-sampler = "evolution"
-trials = {trials}
-population = 3
-trial_timeout = 120
-"""
+from tests.conftest import TINY_RUN
 
 
 def env() -> dict[str, str]:
@@ -62,7 +32,7 @@ def completed(run_dir: Path, name: str) -> dict[int, tuple[float, ...]]:
 
 def test_kill_9_loses_nothing_and_resume_finishes(root: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY.format(root=root, trials=6))
+    cfg.write_text(TINY_RUN.format(root=root, trials=6))
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "nasmtl.cli", "search", str(cfg), "--name", "k", "--runs", str(runs)]
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
@@ -91,7 +61,7 @@ def test_kill_9_loses_nothing_and_resume_finishes(root: Path, tmp_path: Path) ->
 
 def test_report_and_export_of_a_real_run(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TINY.format(root=root, trials=3))
+    cfg.write_text(TINY_RUN.format(root=root, trials=3))
     runs = tmp_path / "runs"
     assert main(["search", str(cfg), "--name", "r", "--runs", str(runs)]) == 0
     capsys.readouterr()

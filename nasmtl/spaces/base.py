@@ -7,12 +7,22 @@ so equal designs have equal strings and the engine never trains one design twice
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
 
 from nasmtl.arch.ir import Arch
 from nasmtl.arch.registry import Shape
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+"""The folder of shipped space files (a source checkout)."""
 
 D = TypeVar("D")
 
@@ -108,3 +118,23 @@ def weighted_choice(rng: np.random.Generator, options: Sequence[Any], weights: S
     if len(options) == 0 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise SpaceError(f"cannot choose among {list(options)} with weights {list(weights)}")
     return options[int(rng.choice(len(options), p=w / w.sum()))]
+
+
+def read_space_file(path: str | Path, what: str = "space") -> tuple[Path, dict[str, Any]]:
+    """A space file's path and parsed TOML; a bare name (``nb201``) is looked up in ``search_spaces/``.
+
+    Every failure is one ``SpaceError`` naming the file (``what`` says which kind of file it is).
+    """
+    p = Path(path)
+    if not p.exists() and not p.suffix and (SEARCH_SPACES / f"{p}.toml").exists():
+        p = SEARCH_SPACES / f"{p}.toml"
+    try:
+        return p, tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{p}: {what} file not found") from None
+    except IsADirectoryError:
+        raise SpaceError(f"{p}: {what} file is a directory") from None
+    except UnicodeDecodeError:
+        raise SpaceError(f"{p}: not a text file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{p}: not valid TOML: {e}") from None

@@ -27,15 +27,7 @@ import numpy as np
 from nasmtl.arch.compose import compose, shared_layout
 from nasmtl.arch.ir import Arch, ArchBuilder
 from nasmtl.arch.registry import Shape, ShapeError, has_op
-from nasmtl.spaces.base import Decide, Prior, SpaceError, rng_decide, weighted_choice
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
-"""The folder of shipped space files (a source checkout)."""
+from nasmtl.spaces.base import SEARCH_SPACES, Decide, Prior, SpaceError, read_space_file, rng_decide, weighted_choice
 
 Slot = tuple[int, str]
 """One incoming edge of a node: (source node, op name)."""
@@ -115,15 +107,7 @@ class CellSpace:
     @classmethod
     def from_file(cls, path: str | Path, **overrides: int) -> "CellSpace":
         """Read a space file; ``overrides`` replace entries of its ``[params]`` (e.g. ``N=2, C=16``)."""
-        p = Path(path)
-        if not p.exists() and not p.suffix and (SEARCH_SPACES / f"{p}.toml").exists():
-            p = SEARCH_SPACES / f"{p}.toml"
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise SpaceError(f"{p}: space file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise SpaceError(f"{p}: not valid TOML: {e}") from None
+        p, data = read_space_file(path, "space")
         return _parse(data, str(p), overrides)
 
     # ---- SearchSpace -------------------------------------------------------------------------

@@ -15,12 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nasmtl.spaces.base import Decide, Prior, SpaceError, rng_decide, weighted_choice
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib  # type: ignore[no-redef]
+from nasmtl.spaces.base import Decide, Prior, SpaceError, read_space_file, rng_decide, weighted_choice
 
 BASIC_PRECISIONS: tuple[str, ...] = ("fp32", "int8_static", "int8_dynamic", "int4_weight")
 """The precisions of ``nasmtl.onnx.quantize`` (same names), the default options of a ``QuantSpace``."""
@@ -33,7 +28,6 @@ PRECISIONS: tuple[str, ...] = (*BASIC_PRECISIONS, *COMPOSITE_PRECISIONS)
 """Every precision a policy may name."""
 
 DEFAULT_CALIBRATION_SAMPLES = 64
-SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 _OPTION_KEYS = {"weight", "calibration_samples"}
 
 
@@ -126,19 +120,7 @@ class QuantSpace:
     @classmethod
     def from_file(cls, path: str | Path, n_groups: int) -> QuantSpace:
         """Read options, weights and calibration size from a TOML file (see ``search_spaces/quant.toml``)."""
-        p = Path(path)
-        if not p.exists() and not p.suffix and (SEARCH_SPACES / f"{p}.toml").exists():
-            p = SEARCH_SPACES / f"{p}.toml"
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise SpaceError(f"{p}: quantization space file not found") from None
-        except IsADirectoryError:
-            raise SpaceError(f"{p}: quantization space file is a directory") from None
-        except UnicodeDecodeError:
-            raise SpaceError(f"{p}: not a text file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise SpaceError(f"{p}: not valid TOML: {e}") from None
+        p, data = read_space_file(path, "quantization space")
         return _parse(data, str(p), n_groups)
 
     # ---- SearchSpace -------------------------------------------------------------------------
