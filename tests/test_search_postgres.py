@@ -16,7 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_search_resume import TINY, env
+from tests.conftest import TINY_RUN
+from tests.test_search_resume import env
 
 pytestmark = pytest.mark.postgres
 
@@ -72,7 +73,7 @@ def test_three_workers_on_postgres(root: Path, tmp_path: Path, postgres: str) ->
     from nasmtl.search.storage import open_storage
 
     cfg_path = tmp_path / "tiny.toml"
-    cfg_path.write_text(TINY.format(root=root, trials=9).replace('sampler = "evolution"', 'sampler = "random"'))
+    cfg_path.write_text(TINY_RUN.format(root=root, trials=9).replace('sampler = "evolution"', 'sampler = "random"'))
     start_run(load_config(cfg_path), "pg", postgres, tmp_path / "runs")
     procs = [subprocess.Popen([sys.executable, "-m", "nasmtl.cli", "worker", "pg", "--storage", postgres,
                                "--runs", str(tmp_path / f"w{i}")], env=env(), stdout=subprocess.PIPE,
