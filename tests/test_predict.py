@@ -358,3 +358,15 @@ def test_run_dataset_encodes_a_real_runs_trials(tmp_path: Path) -> None:
     assert pred.card["training_data"]["run"] == str(runs / "r")
     mean, std = pred.predict_features(data.features)
     assert mean.shape == (len(done), 2) and (std >= 0).all()
+
+
+def test_predictor_strategy_draws_its_random_designs_from_a_prior() -> None:
+    from nasmtl.spaces.cell import CellSpace
+
+    space = CellSpace.from_file("nb201")
+    prior = {"edge_0": {"nor_conv_3x3": 1.0}}
+    strat = PredictorStrategy(space, ["maximize"], seed=0, prior=prior)
+    first = [strat.ask() for _ in range(6)]
+    assert all(space.choices(x)["edge_0"] == "nor_conv_3x3" for x in first)
+    free = PredictorStrategy(space, ["maximize"], seed=0)
+    assert {space.choices(free.ask())["edge_0"] for _ in range(12)} != {"nor_conv_3x3"}

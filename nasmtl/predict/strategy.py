@@ -119,6 +119,8 @@ class PredictorStrategy:
     top_parents: int = 10
     featurizer: Featurizer | None = None
     encoding: str = ""
+    prior: Any = None
+    """Sampling weights of the random designs (``{decision: {option: weight}}``, e.g. transferred priors)."""
     _rng: np.random.Generator = field(init=False, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
     _designs: list = field(default_factory=list, repr=False)
@@ -139,10 +141,10 @@ class PredictorStrategy:
     def ask(self) -> Any:
         """A random design while fewer than ``n_init`` are told, then the best-scored candidate."""
         if len(self._y) < self.n_init:
-            return self._fresh(lambda: self.space.sample(self._rng))
+            return self._fresh(lambda: self.space.sample(self._rng, self.prior))
         pool = self._pool()
         if not pool:
-            return self._fresh(lambda: self.space.sample(self._rng))
+            return self._fresh(lambda: self.space.sample(self._rng, self.prior))
         torch.set_num_threads(1)
         x = np.stack(self._x)
         y = np.array(self._y) * self._sign
@@ -215,7 +217,7 @@ class PredictorStrategy:
         while len(out) < self.candidates and tries < 5 * self.candidates:
             tries += 1
             if self._rng.random() < self.random_fraction:
-                x = self.space.sample(self._rng)
+                x = self.space.sample(self._rng, self.prior)
             else:
                 x = parents[int(self._rng.integers(len(parents)))]
                 for _ in range(int(self._rng.integers(1, self.max_mutations + 1))):
