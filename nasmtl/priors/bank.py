@@ -317,16 +317,21 @@ def records_from_storage(url: str, study_name: str | None = None, source: str | 
     return out
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file's content; invalid JSON is one ``BankError`` naming the file and line."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BankError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+
+
 def records_from_run(run_dir: str | Path, storage_url: str | None = None) -> list[Record]:
     """Records of a run directory: read from its storage (``run.json``), else from ``trials/*.json``."""
     d = Path(run_dir)
     meta = d / "run.json"
     if not meta.is_file():
         raise BankError(f"{d}: not a run directory (no run.json)")
-    try:
-        info = json.loads(meta.read_text())
-    except json.JSONDecodeError as e:
-        raise BankError(f"{meta}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    info = _read_json(meta)
     url = storage_url or info.get("storage")
     source = run_source(d)
     if url is None and (d / "study.journal").is_file():
@@ -346,13 +351,10 @@ def _records_from_trial_files(d: Path, source: str) -> list[Record]:
     cfg_file = d / "config.json"
     if not cfg_file.is_file():
         raise BankError(f"{d}: no config.json to read the run's task and objectives from")
-    cfg = RunConfig.from_dict(json.loads(cfg_file.read_text()), str(cfg_file))
+    cfg = RunConfig.from_dict(_read_json(cfg_file), str(cfg_file))
     rows = []
-    for f in sorted((d / "trials").glob("*.json")):
-        try:
-            rec = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise BankError(f"{f}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    for f in sorted(p for p in (d / "trials").glob("*.json") if p.stem.isdigit()):
+        rec = _read_json(f)
         if rec.get("state") == "complete" and rec.get("design") and all(n in rec.get("objectives", {})
                                                                         for n in cfg.objective_names):
             rows.append(rec)
@@ -415,10 +417,7 @@ def read_transnas(path: str | Path | None = None) -> dict[str, dict[str, float]]
     p = Path(path) if path is not None else shared_file(TRANSNAS_MICRO)
     if not p.is_file():
         raise BankError(f"{p}: TransNAS-Bench-101 file not found")
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise BankError(f"{p}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    raw = _read_json(p)
     out: dict[str, dict[str, float]] = {}
     for task, cells in raw.items():
         if not isinstance(cells, dict):
