@@ -99,6 +99,17 @@ def _concrete(pattern: Pattern | None) -> bool:
     return pattern is not None and all(p is not None for p in pattern)
 
 
+def _depth_key(d: int, h: int, p: Pattern | None) -> int:
+    """The depth as far as an analysis looking ``h`` levels ahead can tell it apart (memo keys).
+
+    A bound looking ``h`` combinator levels ahead sees depth only through the checks ``d >= 1``
+    (op terms) and ``d >= 2`` (an untargeted combinator at the horizon), each level spending one,
+    so every depth from ``h + 2`` up gives the same answer; at the horizon a targeted bound
+    never relies on a combinator, so there ``d >= 1`` is all that matters.
+    """
+    return min(d, 1 if h <= 0 and p is not None else h + 2)
+
+
 def _axis(axis: Any, rank: int) -> int:
     if axis is None:
         return 0 if rank == 3 else rank - 1
@@ -194,7 +205,7 @@ class Analysis:
 
     def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
         """Lower bound on (nodes, params, MACs) of a derivation of ``name`` from ``s`` to ``p``."""
-        key = (name, s, p, d, h)
+        key = (name, s, p, _depth_key(d, h, p), h)
         if key in self._rule:
             return self._rule[key]
         self._rule[key] = None
@@ -208,7 +219,7 @@ class Analysis:
 
     def alt(self, name: str, i: int, s: Shape, p: Pattern | None, d: int) -> Cost | None:
         """The bound for derivations starting with alternative ``i`` of ``name``."""
-        key = (name, i, s, p, d)
+        key = (name, i, s, p, _depth_key(d, HORIZON, p))
         if key not in self._rule:
             alt = self.g.rules[name].alts[i]
             self._rule[key] = self.form(alt.form, alt, s, p, d)
@@ -360,33 +371,34 @@ class Analysis:
                         best = _min(best, _add(n, (1 + (k if shapes[0] != s else 0), 0, 0)))
         return best
 
-    def first_targets(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
-                      attrs: Mapping[str, Any], p: Pattern | None, d: int) -> list[tuple[Shape, Cost]]:
-        """Outputs the first branch may aim for (one op away) so that all branches fit the merge."""
+    def first_candidates(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                         attrs: Mapping[str, Any], p: Pattern | None) -> list[Shape]:
+        """Outputs the first branch may aim for (one op away) that the merge accepts as its first input."""
+        base = self.merge_targets(merge, attrs, len(shapes), p, None)
+        if base is None:
+            return []
+        return [t for t in self.one_op_outputs(f.args[1], alt, shapes[0]) if _match(t, base[0])]
+
+    def first_target_cost(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                          attrs: Mapping[str, Any], p: Pattern | None, d: int, t: Shape) -> Cost | None:
+        """Bound for all branches when the first one aims at ``t`` and the others fit the merge (None: no fit).
+
+        Targets are checked one at a time (and memoised), so a draw pays only for those it tries.
+        """
         key = ("first", id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
-               tuple(shapes), p, d)
-        hit = self._fits.get(key)
-        if hit is not None:
-            return hit  # type: ignore[return-value]
-        out: list[tuple[Shape, Cost]] = []
-        k = len(shapes)
-        base = self.merge_targets(merge, attrs, k, p, None)
+               tuple(shapes), p, _depth_key(d - 1, HORIZON, None), t)
+        if key in self._rule:
+            return self._rule[key]
         branches = f.args[1:-1]
-        if base is not None:
-            for t in self.one_op_outputs(branches[0], alt, shapes[0]):
-                if not _match(t, base[0]):
-                    continue
-                rest = self.merge_targets(merge, attrs, k, p, t)
-                total = self.form(branches[0], alt, shapes[0], t, d - 1) if rest is not None else None
-                for b, sh, r in zip(branches[1:], shapes[1:], (rest or [])[1:]):
-                    if total is None:
-                        break
-                    n = self.form(b, alt, sh, r, d - 1)
-                    total = None if n is None else _add(total, n)
-                if total is not None:
-                    out.append((t, total))
-        self._fits[key] = out  # type: ignore[assignment]
-        return out
+        rest = self.merge_targets(merge, attrs, len(shapes), p, t)
+        total = self.form(branches[0], alt, shapes[0], t, d - 1) if rest is not None else None
+        for b, sh, r in zip(branches[1:], shapes[1:], (rest or [])[1:]):
+            if total is None:
+                break
+            n = self.form(b, alt, sh, r, d - 1)
+            total = None if n is None else _add(total, n)
+        self._rule[key] = total
+        return total
 
     def branch_with(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
                     attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int = HORIZON - 1) -> Cost | None:
@@ -402,13 +414,11 @@ class Analysis:
             total = _add(total, n)
         return total
 
-    def branch_exact(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
-                     attrs: Mapping[str, Any], p: Pattern | None, d: int) -> Cost | None:
-        """Like ``branch_with`` but checking every branch against a concrete first output."""
-        best = None
-        for _, c in self.first_targets(f, alt, shapes, merge, attrs, p, d):
-            best = _min(best, c)
-        return best
+    def branch_feasible(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                        attrs: Mapping[str, Any], p: Pattern | None, d: int) -> bool:
+        """Whether some first-branch target lets every branch fit the merge (stops at the first)."""
+        return any(self.first_target_cost(f, alt, shapes, merge, attrs, p, d, t) is not None
+                   for t in self.first_candidates(f, alt, shapes, merge, attrs, p))
 
     def post_target(self, post: Term, attrs: Mapping[str, Any], pre: Term, pre_attrs: Mapping[str, Any],
                     mid: Shape, p: Pattern | None) -> tuple[Pattern | None, dict[str, Any]] | None:
@@ -769,7 +779,7 @@ class Walker:
 
         def split_ok(term: Term, owner: Alternative) -> bool:
             return id(term) in splits and any(
-                an.branch_exact(f, fr.alt, splits[id(term)], m, c.attrs, p, d) is not None
+                an.branch_feasible(f, fr.alt, splits[id(term)], m, c.attrs, p, d)
                 for _, m, mo in an.options(f.args[-1], fr.alt) for c in an.combos(m, mo)[:1])
 
         sterm, sfr, shole = self._pick_option(f.args[0], fr, path, split_ok)
@@ -788,7 +798,7 @@ class Walker:
         self._close_option(fr, shole, sfr)
 
         def merge_ok(term: Term, owner: Alternative) -> bool:
-            return any(an.branch_exact(f, fr.alt, shapes, term, c.attrs, p, d) is not None
+            return any(an.branch_feasible(f, fr.alt, shapes, term, c.attrs, p, d)
                        for c in an.combos(term, owner)[:1])
 
         mterm, mfr, mhole = self._pick_option(f.args[-1], fr, path, merge_ok)
@@ -804,10 +814,12 @@ class Walker:
             if base is None:
                 raise DeadEnd("merge cannot reach target")
             first_target = base[0]
-            feasible = [t for t, c in an.first_targets(f, fr.alt, shapes, mterm, mcombo.attrs, p, d)
-                        if self._affords(c)]
-            if feasible:
-                first_target = feasible[int(self.rng.integers(len(feasible)))]  # type: ignore[union-attr]
+            cands = an.first_candidates(f, fr.alt, shapes, mterm, mcombo.attrs, p)
+            for i in self.rng.permutation(len(cands)):  # type: ignore[union-attr]
+                c = an.first_target_cost(f, fr.alt, shapes, mterm, mcombo.attrs, p, d, cands[i])
+                if c is not None and self._affords(c):
+                    first_target = cands[i]
+                    break
         for attempt in range(SEQ_RETRIES if self.sampling else 1):
             snap = self._snapshot()
             targets = [first_target] + [None] * (k - 1)
