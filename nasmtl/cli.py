@@ -8,6 +8,7 @@ bad configs) print one clear line and exit 2 instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import pkgutil
 import sys
@@ -61,6 +62,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
+def freeze_startup_heap() -> None:
+    """Take the objects made at start-up (torch's alone are about 190k) out of garbage collection.
+
+    They live as long as the process. Left in, every full collection rescans them, a pause of
+    about 100 ms that lands in whatever runs next (a grammar draw, a training step); frozen, a
+    full collection scans only what the work itself keeps (``gc.freeze``).
+    """
+    import torch  # noqa: F401  (the bulk of the start-up heap)
+
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nasmtl`` console script."""
     parser = build_parser()
@@ -68,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    freeze_startup_heap()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -84,7 +84,9 @@ def test_200_samples_build_run_and_export(name: str, tmp_path: Path) -> None:
         assert set(out) == set(HEADS) and all(torch.isfinite(v).all() for v in out.values())
         path = tmp_path / f"{i}.onnx"
         export_onnx(model, shape, path, list(HEADS))
-        res = check_parity(model, path, x_in, atol=1e-4)
+        # 1e-4 absolute, plus 1e-6 of the largest output: products of branches reach logits in the
+        # thousands, where float32 itself rounds by ~1e-4 (one draw: 2135, differing by 9.8e-4).
+        res = check_parity(model, path, x_in, atol=1e-4, rtol=1e-6)
         assert res.ok, (space.encode(x), res)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -33,7 +33,7 @@ LOCAL_RETRIES = 60
 """Dead ends a draw may undo locally (trying a hole's next alternative) before it is thrown away."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Derivation:
     """A derivation tree: the alternative taken at a rule and one child per hole of it."""
 
@@ -90,7 +90,7 @@ ZERO: Cost = (0, 0, 0)
 
 
 def _match(shape: Shape, pattern: Pattern | None) -> bool:
-    if pattern is None:
+    if pattern is None or shape == pattern:
         return True
     return len(shape) == len(pattern) and all(p is None or p == s for s, p in zip(shape, pattern))
 
@@ -116,22 +116,23 @@ def _axis(axis: Any, rank: int) -> int:
     return int(axis) % rank
 
 
-@dataclass
-class _Combo:
+class _Combo(NamedTuple):
     """One assignment of an op term's parameter holes: ``{hole index: value alternative}``."""
 
     picks: tuple[tuple[int, int], ...]
     attrs: dict[str, Any]
 
 
-@dataclass
-class _Fit:
-    """A combo that fits given input shapes, with its output shape and costs."""
+Fit = tuple
+"""A combo that fits given input shapes: ``(picks, attribute items, out shape, params, MACs)``,
+indexed by the constants below. Only plain tuples of numbers and strings, which the garbage
+collector stops tracking (it never untracks tuples holding a dict, a NamedTuple or a dataclass):
+a memo of hundreds of thousands of fits then adds nothing to full-collection pauses in later draws."""
+PICKS, ATTRS, OUT, PARAMS, MACS = range(5)
 
-    combo: _Combo
-    out: Shape
-    params: int
-    macs: int
+
+def _fit(combo: _Combo, out: Shape, params: int, macs: int) -> Fit:
+    return (combo.picks, tuple(combo.attrs.items()), out, params, macs)
 
 
 class Analysis:
@@ -142,7 +143,7 @@ class Analysis:
         self.max_width = max_width
         self._rule: dict[tuple, int | None] = {}
         self._combos: dict[int, list[_Combo]] = {}
-        self._fits: dict[tuple, list[_Fit]] = {}
+        self._fits: dict[tuple, tuple[Fit, ...]] = {}
 
     # ---- op terms ---------------------------------------------------------------------------
 
@@ -169,12 +170,26 @@ class Analysis:
         return out
 
     def fits(self, term: Term, owner: Alternative, ins: tuple[Shape, ...], pattern: Pattern | None,
-             extra: tuple = ()) -> list[_Fit]:
-        """The combos of an op term that accept ``ins`` and give a shape matching ``pattern``."""
+             extra: tuple = ()) -> tuple[Fit, ...]:
+        """The combos of an op term that accept ``ins`` and give a shape matching ``pattern``.
+
+        Shape rules run once per term and inputs; each pattern keeps a filtered view of the same
+        fits, so the memo grows by tuples of fits already made, not by new ones per pattern.
+        """
         key = (id(term), ins, pattern, extra)
         hit = self._fits.get(key)
         if hit is not None:
             return hit
+        every = self._fits.get((id(term), ins, None, extra))
+        if every is None:
+            every = self._fits[(id(term), ins, None, extra)] = self._all_fits(term, owner, ins, extra)
+        if pattern is not None:
+            every = tuple(f for f in every if _match(f[OUT], pattern))
+            self._fits[key] = every
+        return every
+
+    def _all_fits(self, term: Term, owner: Alternative, ins: tuple[Shape, ...], extra: tuple) -> tuple[Fit, ...]:
+        """Every combo of an op term that accepts ``ins`` (within the width limit), with output and costs."""
         spec = get_op(term.head)
         res = []
         for c in self.combos(term, owner):
@@ -188,11 +203,9 @@ class Analysis:
                 continue
             if self.max_width and out[0 if len(out) == 3 else -1] > self.max_width:
                 continue
-            if _match(out, pattern):
-                res.append(_Fit(_Combo(c.picks, full), out, int(spec.params(list(ins), out, full)),
-                                int(spec.macs(list(ins), out, full))))
-        self._fits[key] = res
-        return res
+            res.append((c.picks, tuple(full.items()), out, int(spec.params(list(ins), out, full)),
+                        int(spec.macs(list(ins), out, full))))
+        return tuple(res)
 
     def options(self, slot: Form, owner: Alternative) -> list[tuple[int | None, Term, Alternative]]:
         """The op terms a slot may hold: itself when inline, or each alternative of its rule."""
@@ -206,9 +219,10 @@ class Analysis:
     def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
         """Lower bound on (nodes, params, MACs) of a derivation of ``name`` from ``s`` to ``p``."""
         key = (name, s, p, _depth_key(d, h, p), h)
-        if key in self._rule:
-            return self._rule[key]
-        self._rule[key] = None
+        memo = self._rule
+        if key in memo:
+            return memo[key]
+        memo[key] = None
         best: Cost | None = None
         for i, alt in enumerate(self.g.rules[name].alts):
             if alt.weight <= 0:
@@ -243,7 +257,7 @@ class Analysis:
             return self._route(f, alt, s, p, d, h - 1)
         best = None
         for fit in self.fits(f, alt, (s,), p):
-            best = _min(best, (1, fit.params, fit.macs))
+            best = _min(best, (1, fit[PARAMS], fit[MACS]))
         return best
 
     def _seq(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
@@ -299,7 +313,7 @@ class Analysis:
         part[ax] //= k
         return [tuple(part)] * k
 
-    def one_op_outputs(self, f: Form, alt: Alternative, s: Shape) -> list[Shape]:
+    def one_op_outputs(self, f: Form, alt: Alternative, s: Shape) -> tuple[Shape, ...]:
         """``s`` and the shapes one op of this module form can give from ``s`` (merge candidates)."""
         key = ("one", id(f), s)
         hit = self._fits.get(key)
@@ -319,10 +333,10 @@ class Analysis:
                         todo.append((a.form, a))
             elif isinstance(g, Term) and g.head not in ("seq", "branch", "route"):
                 for fit in self.fits(g, owner, (s,), None):
-                    if fit.out not in out:
-                        out.append(fit.out)
-        self._fits[key] = out  # type: ignore[assignment]
-        return out
+                    if fit[OUT] not in out:
+                        out.append(fit[OUT])
+        self._fits[key] = hit = tuple(out)  # type: ignore[assignment]
+        return hit  # type: ignore[return-value]
 
     @staticmethod
     def merge_pattern(head: str, attrs: Mapping[str, Any], t: Shape) -> Pattern:
@@ -470,10 +484,10 @@ class Analysis:
         """Every (pre option, pre fit, post option, post combo, module target, auto attrs) that fits."""
         for pi, pre, powner in self.options(f.args[0], alt):
             for fit in self.fits(pre, powner, (s,), None):
-                pre_attrs = dict(fit.combo.attrs, _in=s)
+                pre_attrs = dict(fit[ATTRS], _in=s)
                 for qi, post, qowner in self.options(f.args[2], alt):
                     for c in self.combos(post, qowner):
-                        tgt = self.post_target(post, c.attrs, pre, pre_attrs, fit.out, p)
+                        tgt = self.post_target(post, c.attrs, pre, pre_attrs, fit[OUT], p)
                         if tgt is not None:
                             yield pi, pre, powner, fit, qi, post, qowner, c, tgt[0], tgt[1]
 
@@ -481,9 +495,9 @@ class Analysis:
         best = None
         for plan in self.route_plans(f, alt, s, p):
             fit, target = plan[3], plan[8]
-            n = self.form(f.args[1], alt, fit.out, target, d - 1, h)
+            n = self.form(f.args[1], alt, fit[OUT], target, d - 1, h)
             if n is not None:
-                best = _min(best, _add(n, (2, fit.params, fit.macs)))
+                best = _min(best, _add(n, (2, fit[PARAMS], fit[MACS])))
         return best
 
 
@@ -568,8 +582,10 @@ class Walker:
     def _choose(self, key_rule: str, path: str, labels: list[str], cands: list[tuple[int, float]]) -> int:
         if not cands:
             raise DeadEnd(f"no alternative of '{key_rule}' fits at {path}")
+        if len(cands) == 1 and not self.prior:
+            return cands[0][0]
         w = [wt for _, wt in cands]
-        pr = self.prior.get(f"{key_rule}@{path}") or self.prior.get(key_rule)
+        pr = (self.prior.get(f"{key_rule}@{path}") or self.prior.get(key_rule)) if self.prior else None
         if pr:
             pw = [wt * float(pr.get(labels[i], 0.0)) for (i, _), wt in zip(cands, w)]
             if sum(pw) > 0:
@@ -586,6 +602,20 @@ class Walker:
             if r < acc:
                 return i
         return cands[-1][0]
+
+    def _choose_lazy(self, key_rule: str, path: str, labels: list[str], cands: list[tuple[int, float]],
+                     ok: Callable[[int], bool]) -> int:
+        """Like ``_choose`` over the candidates for which ``ok`` holds, testing only those drawn.
+
+        A drawn candidate that fails is removed from ``cands`` (in place) and the draw repeated:
+        the same distribution as filtering first, but the feasibility analysis runs only for
+        what is drawn instead of for every alternative.
+        """
+        while True:
+            i = self._choose(key_rule, path, labels, cands)
+            if ok(i):
+                return i
+            cands[:] = [c for c in cands if c[0] != i]
 
     def _record(self, rule: str, path: str, label: str, n_alts: int) -> None:
         if n_alts > 1:
@@ -611,16 +641,15 @@ class Walker:
         else:
             base = self._alt_weights(name)
             decay = self.g.limits["depth_decay"] ** (self.lim.max_depth - d)
-            cands = []
-            for k, a in enumerate(rule.alts):
-                if base[k] <= 0:
-                    continue
-                n = self.an.alt(name, k, s, p, d)
-                if n is not None and self._affords(n):
-                    cands.append((k, base[k] * (decay if a.recursive else 1.0)))
+            cands = [(k, base[k] * (decay if a.recursive else 1.0)) for k, a in enumerate(rule.alts) if base[k] > 0]
             labels = [a.label for a in rule.alts]
+
+            def fits_alt(k: int) -> bool:
+                n = self.an.alt(name, k, s, p, d)
+                return n is not None and self._affords(n)
+
             while True:
-                i = self._choose(name, path, labels, cands)
+                i = self._choose_lazy(name, path, labels, cands, fits_alt)
                 snap = self._snapshot()
                 try:
                     return self._expand(rule, i, None, x, s, p, d, path)
@@ -684,10 +713,12 @@ class Walker:
         targets: list[Pattern | None] = [None] * len(args)
         j = -1
         if self.sampling and p is not None:
-            ok = [i for i in range(len(args)) if self.an.seq_at(f, fr.alt, s, p, d, i) is not None]
-            if not ok:
+            for i in self.rng.permutation(len(args)):  # type: ignore[union-attr]
+                if self.an.seq_at(f, fr.alt, s, p, d, int(i)) is not None:
+                    j = int(i)
+                    break
+            else:
                 raise DeadEnd("seq cannot reach target")
-            j = ok[int(self.rng.integers(len(ok)))]  # type: ignore[union-attr]
         cur = s
         for i, a in enumerate(args):
             t = None
@@ -725,8 +756,9 @@ class Walker:
             i = given.alt
         else:
             base = self._alt_weights(name)
-            cands = [(k, base[k]) for k, a in enumerate(rule.alts) if base[k] > 0 and ok(a.form, a)]
-            i = self._choose(name, sub, [a.label for a in rule.alts], cands)
+            cands = [(k, base[k]) for k in range(len(rule.alts)) if base[k] > 0]
+            i = self._choose_lazy(name, sub, [a.label for a in rule.alts], cands,
+                                  lambda k: ok(rule.alts[k].form, rule.alts[k]))
         alt = rule.alts[i]
         self._record(name, sub, alt.label, len(rule.alts))
         child = _Frame(alt, given, [None] * len(alt.holes))
@@ -738,29 +770,40 @@ class Walker:
             d = fr.children[hole]
             fr.children[hole] = Derivation(d.rule, d.alt, tuple(child.children))  # type: ignore[union-attr,arg-type]
 
-    def _pick_combo(self, term: Term, owner: _Frame, fits: list[_Fit], path: str) -> _Fit:
-        """Choose parameter values one hole at a time among fitting combos (given: replay them)."""
+    def _pick_combo(self, term: Term, owner: _Frame, fits: list[Fit], path: str,
+                    ok: Callable[[Fit], bool] | None = None) -> Fit:
+        """Choose parameter values one hole at a time among fitting combos (given: replay them).
+
+        ``ok`` (sampling only) further restricts the combos; it is tested lazily, for values drawn.
+        """
         if owner.given is not None or not self.sampling:
-            picks = tuple((h, self._child(owner, h).alt) for h, _ in (fits[0].combo.picks if fits else ()))  # type: ignore[union-attr]
-            match = [f for f in fits if f.combo.picks == picks]
+            picks = tuple((h, self._child(owner, h).alt) for h, _ in (fits[0][PICKS] if fits else ()))  # type: ignore[union-attr]
+            match = [f for f in fits if f[PICKS] == picks]
             if not match:
                 raise self._fail(f"{term.head} at {path} does not fit its input")
             fit = match[0]
         else:
-            fits = [f for f in fits if self._affords((1, f.params, f.macs))]
+            fits = [f for f in fits if self._affords((1, f[PARAMS], f[MACS]))]
             if not fits:
                 raise DeadEnd(f"{term.head} at {path} is over budget")
-            n = len(fits[0].combo.picks)
+            n = len(fits[0][PICKS])
             for pos in range(n):
-                h = fits[0].combo.picks[pos][0]
+                h = fits[0][PICKS][pos][0]
                 name = owner.alt.holes[h]
                 base = self._alt_weights(name)
-                vals = sorted({f.combo.picks[pos][1] for f in fits})
+                vals = sorted({f[PICKS][pos][1] for f in fits})
                 labels = [a.label for a in self.g.rules[name].alts]
-                v = self._choose(name, f"{path}.{h}", labels, [(i, base[i]) for i in vals if base[i] > 0])
-                fits = [f for f in fits if f.combo.picks[pos][1] == v]
-            fit = fits[0]
-        for h, i in fit.combo.picks:
+                cands = [(i, base[i]) for i in vals if base[i] > 0]
+                if ok is None:
+                    v = self._choose(name, f"{path}.{h}", labels, cands)
+                else:
+                    v = self._choose_lazy(name, f"{path}.{h}", labels, cands,
+                                          lambda i: any(ok(f) for f in fits if f[PICKS][pos][1] == i))
+                fits = [f for f in fits if f[PICKS][pos][1] == v]
+            fit = fits[0] if ok is None else next((f for f in fits if ok(f)), None)
+            if fit is None:
+                raise DeadEnd(f"{term.head} at {path} has no combo that fits")
+        for h, i in fit[PICKS]:
             name = owner.alt.holes[h]
             self._record(name, f"{path}.{h}", self.g.rules[name].alts[i].label, len(self.g.rules[name].alts))
             owner.children[h] = Derivation(name, i, ())
@@ -770,7 +813,7 @@ class Walker:
             path: str, extra: tuple = ()) -> tuple[int, Shape]:
         fits = self.an.fits(term, owner.alt, tuple(ins), p, extra)
         fit = self._pick_combo(term, owner, fits, path)
-        return self._emit(term.head, xs, fit.combo.attrs, ins, fit.out, fit.params, fit.macs)
+        return self._emit(term.head, xs, dict(fit[ATTRS]), ins, fit[OUT], fit[PARAMS], fit[MACS])
 
     def _branch(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
         k = len(f.args) - 2
@@ -786,10 +829,10 @@ class Walker:
         if sterm.head == "clone":
             xs, shapes = [x] * k, [s] * k
         else:
-            fits = [g for g in (_Fit(c, s, 0, 0) for c in an.combos(sterm, sfr.alt))
-                    if an.group_shapes(s, k, g.combo.attrs.get("axis")) is not None]
+            fits = [g for g in (_fit(c, s, 0, 0) for c in an.combos(sterm, sfr.alt))
+                    if an.group_shapes(s, k, dict(g[ATTRS]).get("axis")) is not None]
             fit = self._pick_combo(sterm, sfr, fits, f"{path}.{shole}" if shole is not None else path)
-            axis = fit.combo.attrs.get("axis")
+            axis = dict(fit[ATTRS]).get("axis")
             xs, shapes = [], []
             for i in range(k):
                 y, sh = self._emit("chunk", [x], {"n": k, "index": i, "axis": axis}, [s])
@@ -803,20 +846,20 @@ class Walker:
 
         mterm, mfr, mhole = self._pick_option(f.args[-1], fr, path, merge_ok)
         mpath = f"{path}.{mhole}" if mhole is not None else path
-        mcombos = [_Fit(c, s, 0, 0) for c in an.combos(mterm, mfr.alt)]
-        mcombo = self._pick_combo(mterm, mfr, mcombos, mpath).combo
+        mcombos = [_fit(c, s, 0, 0) for c in an.combos(mterm, mfr.alt)]
+        mattrs = dict(self._pick_combo(mterm, mfr, mcombos, mpath)[ATTRS])
         outs: list[Shape] = []
         ys: list[int] = []
         branches = f.args[1:-1]
         first_target = None
         if self.sampling:
-            base = an.merge_targets(mterm, mcombo.attrs, k, p, None)
+            base = an.merge_targets(mterm, mattrs, k, p, None)
             if base is None:
                 raise DeadEnd("merge cannot reach target")
             first_target = base[0]
-            cands = an.first_candidates(f, fr.alt, shapes, mterm, mcombo.attrs, p)
+            cands = an.first_candidates(f, fr.alt, shapes, mterm, mattrs, p)
             for i in self.rng.permutation(len(cands)):  # type: ignore[union-attr]
-                c = an.first_target_cost(f, fr.alt, shapes, mterm, mcombo.attrs, p, d, cands[i])
+                c = an.first_target_cost(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i])
                 if c is not None and self._affords(c):
                     first_target = cands[i]
                     break
@@ -832,7 +875,7 @@ class Walker:
             if not self.sampling:
                 ys, outs = [y0], [o0]
                 break
-            rest = an.merge_targets(mterm, mcombo.attrs, k, p, o0)
+            rest = an.merge_targets(mterm, mattrs, k, p, o0)
             if rest is not None and all(an.form(b, fr.alt, sh, t, d - 1) is not None
                                         for b, sh, t in zip(branches[1:], shapes[1:], rest[1:])):
                 ys, outs = [y0], [o0]
@@ -842,7 +885,7 @@ class Walker:
         else:
             raise DeadEnd("no first branch fits the others")
         if self.sampling:
-            rest = an.merge_targets(mterm, mcombo.attrs, k, p, outs[0])
+            rest = an.merge_targets(mterm, mattrs, k, p, outs[0])
         else:
             rest = [None] * k
         for i in range(1, k):
@@ -854,7 +897,7 @@ class Walker:
                 self._reserve(later, -1)
             ys.append(y)
             outs.append(o)
-        y, out = self._emit(mterm.head, ys, dict(mcombo.attrs), outs)
+        y, out = self._emit(mterm.head, ys, mattrs, outs)
         self._close_option(fr, mhole, mfr)
         if p is not None and not _match(out, p):
             raise self._fail(f"branch at {path} gives {out}, needs {p}")
@@ -862,30 +905,41 @@ class Walker:
 
     def _route(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
         an = self.an
-        plans = [pl for pl in an.route_plans(f, fr.alt, s, p)
-                 if not self.sampling or an.form(f.args[1], fr.alt, pl[3].out, pl[8], d - 1) is not None]
-        pre_ids = {id(pl[1]) for pl in plans}
-        pterm, pfr, phole = self._pick_option(f.args[0], fr, path, lambda t, o: id(t) in pre_ids)
-        fits = [pl[3] for pl in plans if pl[1] is pterm]
-        seen: list[_Fit] = []
-        for ft in fits:
-            if all(ft is not g for g in seen):
-                seen.append(ft)
+        every = list(an.route_plans(f, fr.alt, s, p))
+        inner_ok: dict[int, bool] = {}
+
+        def plan_ok(j: int) -> bool:
+            """Whether the routed module can reach plan ``j``'s target (analysed when first asked)."""
+            if not self.sampling:
+                return True
+            if j not in inner_ok:
+                pl = every[j]
+                inner_ok[j] = an.form(f.args[1], fr.alt, pl[3][OUT], pl[8], d - 1) is not None
+            return inner_ok[j]
+
+        pterm, pfr, phole = self._pick_option(
+            f.args[0], fr, path, lambda t, o: any(pl[1] is t and plan_ok(j) for j, pl in enumerate(every)))
+        mine = [j for j, pl in enumerate(every) if pl[1] is pterm]
+        seen: list[Fit] = []
+        for j in mine:
+            if all(every[j][3] is not g for g in seen):
+                seen.append(every[j][3])
         if not self.sampling:
             seen = an.fits(pterm, pfr.alt, (s,), None)
-        fit = self._pick_combo(pterm, pfr, seen, f"{path}.{phole}" if phole is not None else path)
-        x, mid = self._emit(pterm.head, [x], fit.combo.attrs, [s], fit.out, fit.params, fit.macs)
+        fit = self._pick_combo(pterm, pfr, seen, f"{path}.{phole}" if phole is not None else path,
+                               ok=lambda ft: any(every[j][3] is ft and plan_ok(j) for j in mine))
+        x, mid = self._emit(pterm.head, [x], dict(fit[ATTRS]), [s], fit[OUT], fit[PARAMS], fit[MACS])
         self._close_option(fr, phole, pfr)
-        pre_attrs = dict(fit.combo.attrs, _in=s)
-        plans = [pl for pl in plans if pl[1] is pterm and pl[3].combo.picks == fit.combo.picks]
+        pre_attrs = dict(fit[ATTRS], _in=s)
+        plans = [every[j] for j in mine if every[j][3][PICKS] == fit[PICKS] and plan_ok(j)]
         post_ids = {id(pl[5]) for pl in plans}
         qterm, qfr, qhole = self._pick_option(f.args[2], fr, path,
                                               lambda t, o: id(t) in post_ids)
         qpath = f"{path}.{qhole}" if qhole is not None else path
-        qcombo = self._pick_combo(qterm, qfr, [_Fit(c, s, 0, 0) for c in an.combos(qterm, qfr.alt)
+        qcombo = self._pick_combo(qterm, qfr, [_fit(c, s, 0, 0) for c in an.combos(qterm, qfr.alt)
                                                if an.post_target(qterm, c.attrs, pterm, pre_attrs, mid, p) is not None
-                                               or not self.sampling], qpath).combo
-        tgt = an.post_target(qterm, qcombo.attrs, pterm, pre_attrs, mid, p)
+                                               or not self.sampling], qpath)
+        tgt = an.post_target(qterm, dict(qcombo[ATTRS]), pterm, pre_attrs, mid, p)
         if tgt is None:
             raise self._fail(f"post-routing {qterm.head} at {path} cannot follow {pterm.head}")
         target, extra = tgt
@@ -894,9 +948,9 @@ class Walker:
         self._close_option(fr, qhole, qfr)
         return x, out
 
-    def _op_post(self, term: Term, owner: _Frame, combo: _Combo, x: int, s: Shape, extra: dict[str, Any],
+    def _op_post(self, term: Term, owner: _Frame, combo: Fit, x: int, s: Shape, extra: dict[str, Any],
                  path: str) -> tuple[int, Shape]:
-        attrs = dict(combo.attrs)
+        attrs = dict(combo[ATTRS])
         attrs.update(extra)
         return self._emit(term.head, [x], attrs, [s])
 
