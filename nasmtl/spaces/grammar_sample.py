@@ -87,6 +87,20 @@ def _min(a: Cost | None, b: Cost | None) -> Cost | None:
 
 
 ZERO: Cost = (0, 0, 0)
+NO_BOUND = -1
+"""A memoised bound of ``None`` (no completion)."""
+_WIDE = (1 << 48) - 1
+
+
+def _pack(c: Cost | None) -> int:
+    """A bound as one non-negative int (nodes and params capped, which keeps it a lower bound)."""
+    if c is None:
+        return NO_BOUND
+    return min(c[0], 0xFFFF) | min(c[1], _WIDE) << 16 | c[2] << 64
+
+
+def _unpack(v: int) -> Cost | None:
+    return None if v < 0 else (v & 0xFFFF, (v >> 16) & _WIDE, v >> 64)
 
 
 def _match(shape: Shape, pattern: Pattern | None) -> bool:
@@ -141,7 +155,10 @@ class Analysis:
     def __init__(self, g: GrammarFile, max_width: int = 0) -> None:
         self.g = g
         self.max_width = max_width
-        self._rule: dict[tuple, int | None] = {}
+        self._rule: dict[int, int] = {}
+        self._first: dict[tuple, Cost | None] = {}
+        self._rule_ids = {name: i for i, name in enumerate(g.rules)}
+        self._shape_ids: dict[Pattern | None, int] = {None: 0}
         self._combos: dict[int, list[_Combo]] = {}
         self._fits: dict[tuple, tuple[Fit, ...]] = {}
 
@@ -216,28 +233,44 @@ class Analysis:
 
     # ---- modules ----------------------------------------------------------------------------
 
+    def _shape_id(self, s: Pattern | None) -> int:
+        i = self._shape_ids.get(s)
+        if i is None:
+            i = self._shape_ids[s] = len(self._shape_ids)
+        return i
+
+    def _key(self, name: str, alt: int, s: Shape, p: Pattern | None, dk: int, h: int) -> int:
+        """One int naming a bound (rule or alternative, shape, pattern, depth key, horizon).
+
+        Ints, unlike tuples, never make the memo a container the garbage collector must walk:
+        a memo of a million bounds then costs full collections nothing.
+        """
+        return (self._rule_ids[name] | (alt + 1) << 12 | self._shape_id(s) << 24
+                | self._shape_id(p) << 52 | dk << 80 | h << 84)
+
     def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
         """Lower bound on (nodes, params, MACs) of a derivation of ``name`` from ``s`` to ``p``."""
-        key = (name, s, p, _depth_key(d, h, p), h)
+        key = self._key(name, -1, s, p, _depth_key(d, h, p), h)
         memo = self._rule
-        if key in memo:
-            return memo[key]
-        memo[key] = None
+        hit = memo.get(key)
+        if hit is not None:
+            return _unpack(hit)
+        memo[key] = NO_BOUND
         best: Cost | None = None
-        for i, alt in enumerate(self.g.rules[name].alts):
-            if alt.weight <= 0:
-                continue
-            best = _min(best, self.form(alt.form, alt, s, p, d, h))
-        self._rule[key] = best
+        for alt in self.g.rules[name].alts:
+            if alt.weight > 0:
+                best = _min(best, self.form(alt.form, alt, s, p, d, h))
+        memo[key] = _pack(best)
         return best
 
     def alt(self, name: str, i: int, s: Shape, p: Pattern | None, d: int) -> Cost | None:
         """The bound for derivations starting with alternative ``i`` of ``name``."""
-        key = (name, i, s, p, _depth_key(d, HORIZON, p))
-        if key not in self._rule:
+        key = self._key(name, i, s, p, _depth_key(d, HORIZON, p), HORIZON)
+        hit = self._rule.get(key)
+        if hit is None:
             alt = self.g.rules[name].alts[i]
-            self._rule[key] = self.form(alt.form, alt, s, p, d)
-        return self._rule[key]
+            self._rule[key] = hit = _pack(self.form(alt.form, alt, s, p, d))
+        return _unpack(hit)
 
     def form(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int,
              h: int = HORIZON) -> Cost | None:
@@ -401,8 +434,8 @@ class Analysis:
         """
         key = ("first", id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
                tuple(shapes), p, _depth_key(d - 1, HORIZON, None), t)
-        if key in self._rule:
-            return self._rule[key]
+        if key in self._first:
+            return self._first[key]
         branches = f.args[1:-1]
         rest = self.merge_targets(merge, attrs, len(shapes), p, t)
         total = self.form(branches[0], alt, shapes[0], t, d - 1) if rest is not None else None
@@ -411,7 +444,7 @@ class Analysis:
                 break
             n = self.form(b, alt, sh, r, d - 1)
             total = None if n is None else _add(total, n)
-        self._rule[key] = total
+        self._first[key] = total
         return total
 
     def branch_with(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
