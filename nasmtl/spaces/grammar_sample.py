@@ -156,7 +156,7 @@ class Analysis:
         self.g = g
         self.max_width = max_width
         self._rule: dict[int, int] = {}
-        self._first: dict[tuple, Cost | None] = {}
+        self._first: dict[tuple, Cost | bool | None] = {}
         self._rule_ids = {name: i for i, name in enumerate(g.rules)}
         self._shape_ids: dict[Pattern | None, int] = {None: 0}
         self._combos: dict[int, list[_Combo]] = {}
@@ -463,9 +463,14 @@ class Analysis:
 
     def branch_feasible(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
                         attrs: Mapping[str, Any], p: Pattern | None, d: int) -> bool:
-        """Whether some first-branch target lets every branch fit the merge (stops at the first)."""
-        return any(self.first_target_cost(f, alt, shapes, merge, attrs, p, d, t) is not None
-                   for t in self.first_candidates(f, alt, shapes, merge, attrs, p))
+        """Whether some first-branch target lets every branch fit the merge (stops at the first; memoised)."""
+        key = ("feasible", id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
+               tuple(shapes), p, _depth_key(d - 1, HORIZON, None))
+        hit = self._first.get(key)
+        if hit is None:
+            hit = self._first[key] = any(self.first_target_cost(f, alt, shapes, merge, attrs, p, d, t) is not None
+                                         for t in self.first_candidates(f, alt, shapes, merge, attrs, p))
+        return hit  # type: ignore[return-value]
 
     def post_target(self, post: Term, attrs: Mapping[str, Any], pre: Term, pre_attrs: Mapping[str, Any],
                     mid: Shape, p: Pattern | None) -> tuple[Pattern | None, dict[str, Any]] | None:
