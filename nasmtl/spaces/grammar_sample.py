@@ -113,6 +113,14 @@ def _concrete(pattern: Pattern | None) -> bool:
     return pattern is not None and all(p is not None for p in pattern)
 
 
+def _nesting(a: Alternative) -> int:
+    """Sort key trying an alternative's op terms before rule references before combinators."""
+    f = a.form
+    if isinstance(f, Hole):
+        return 1
+    return 2 if isinstance(f, Term) and f.head in ("seq", "branch", "route") else 0
+
+
 def _depth_key(d: int, h: int, p: Pattern | None) -> int:
     """The depth as far as an analysis looking ``h`` levels ahead can tell it apart (memo keys).
 
@@ -157,6 +165,8 @@ class Analysis:
         self.max_width = max_width
         self._rule: dict[int, int] = {}
         self._first: dict[tuple, Cost | bool | None] = {}
+        self._reach: dict[int, bool] = {}
+        self._cheap_first: dict[str, list[Alternative]] = {}
         self._rule_ids = {name: i for i, name in enumerate(g.rules)}
         self._shape_ids: dict[Pattern | None, int] = {None: 0}
         self._combos: dict[int, list[_Combo]] = {}
@@ -271,6 +281,26 @@ class Analysis:
             alt = self.g.rules[name].alts[i]
             self._rule[key] = hit = _pack(self.form(alt.form, alt, s, p, d))
         return _unpack(hit)
+
+    def reaches(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int) -> bool:
+        """``form(f, ...) is not None``, stopping at the first alternative that completes (memoised).
+
+        Feasibility checks need no cost bound, and most are settled by one op (an identity, a
+        linear layer): alternatives are tried ops first, nesting last.
+        """
+        if not isinstance(f, Hole):
+            return self.form(f, alt, s, p, d) is not None
+        name = alt.holes[f.index]
+        key = self._key(name, -1, s, p, _depth_key(d, HORIZON, p), HORIZON)
+        hit = self._reach.get(key)
+        if hit is None:
+            self._reach[key] = False
+            order = self._cheap_first.get(name)
+            if order is None:
+                alts = [a for a in self.g.rules[name].alts if a.weight > 0]
+                order = self._cheap_first[name] = sorted(alts, key=_nesting)
+            hit = self._reach[key] = any(self.reaches(a.form, a, s, p, d) for a in order)
+        return hit
 
     def form(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int,
              h: int = HORIZON) -> Cost | None:
@@ -447,6 +477,16 @@ class Analysis:
         self._first[key] = total
         return total
 
+    def first_target_fits(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                          attrs: Mapping[str, Any], p: Pattern | None, d: int, t: Shape) -> bool:
+        """``first_target_cost(...) is not None``, without the cost."""
+        rest = self.merge_targets(merge, attrs, len(shapes), p, t)
+        if rest is None:
+            return False
+        branches = f.args[1:-1]
+        return self.reaches(branches[0], alt, shapes[0], t, d - 1) and all(
+            self.reaches(b, alt, sh, r, d - 1) for b, sh, r in zip(branches[1:], shapes[1:], rest[1:]))
+
     def branch_with(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
                     attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int = HORIZON - 1) -> Cost | None:
         """Optimistic nodes of the branches for a split and merge (later branches approximated)."""
@@ -468,7 +508,7 @@ class Analysis:
                tuple(shapes), p, _depth_key(d - 1, HORIZON, None))
         hit = self._first.get(key)
         if hit is None:
-            hit = self._first[key] = any(self.first_target_cost(f, alt, shapes, merge, attrs, p, d, t) is not None
+            hit = self._first[key] = any(self.first_target_fits(f, alt, shapes, merge, attrs, p, d, t)
                                          for t in self.first_candidates(f, alt, shapes, merge, attrs, p))
         return hit  # type: ignore[return-value]
 
@@ -914,7 +954,7 @@ class Walker:
                 ys, outs = [y0], [o0]
                 break
             rest = an.merge_targets(mterm, mattrs, k, p, o0)
-            if rest is not None and all(an.form(b, fr.alt, sh, t, d - 1) is not None
+            if rest is not None and all(an.reaches(b, fr.alt, sh, t, d - 1)
                                         for b, sh, t in zip(branches[1:], shapes[1:], rest[1:])):
                 ys, outs = [y0], [o0]
                 break
@@ -952,7 +992,7 @@ class Walker:
                 return True
             if j not in inner_ok:
                 pl = every[j]
-                inner_ok[j] = an.form(f.args[1], fr.alt, pl[3][OUT], pl[8], d - 1) is not None
+                inner_ok[j] = an.reaches(f.args[1], fr.alt, pl[3][OUT], pl[8], d - 1)
             return inner_ok[j]
 
         pterm, pfr, phole = self._pick_option(
