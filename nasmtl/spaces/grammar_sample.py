@@ -29,6 +29,8 @@ SEQ_RETRIES = 8
 HORIZON = 1
 """Combinator levels the static analysis looks ahead; beyond it, untargeted modules are assumed to
 complete (identity-like ops exist) and targeted ones are not relied on."""
+NESTED = 100
+"""Ordering weight of a combinator among alternatives tried for feasibility (after ops and references)."""
 LOCAL_RETRIES = 60
 """Dead ends a draw may undo locally (trying a hole's next alternative) before it is thrown away."""
 
@@ -111,14 +113,6 @@ def _match(shape: Shape, pattern: Pattern | None) -> bool:
 
 def _concrete(pattern: Pattern | None) -> bool:
     return pattern is not None and all(p is not None for p in pattern)
-
-
-def _nesting(a: Alternative) -> int:
-    """Sort key trying an alternative's op terms before rule references before combinators."""
-    f = a.form
-    if isinstance(f, Hole):
-        return 1
-    return 2 if isinstance(f, Term) and f.head in ("seq", "branch", "route") else 0
 
 
 def _depth_key(d: int, h: int, p: Pattern | None) -> int:
@@ -282,25 +276,56 @@ class Analysis:
             self._rule[key] = hit = _pack(self.form(alt.form, alt, s, p, d))
         return _unpack(hit)
 
-    def reaches(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int) -> bool:
-        """``form(f, ...) is not None``, stopping at the first alternative that completes (memoised).
+    def reaches(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> bool:
+        """``form(f, ...) is not None``, without the cost: stops at the first way that completes (memoised).
 
         Feasibility checks need no cost bound, and most are settled by one op (an identity, a
-        linear layer): alternatives are tried ops first, nesting last.
+        linear layer): a rule's alternatives are tried ops first, rule references next,
+        combinators last, and a combinator stops at its first fitting plan.
         """
-        if not isinstance(f, Hole):
-            return self.form(f, alt, s, p, d) is not None
-        name = alt.holes[f.index]
-        key = self._key(name, -1, s, p, _depth_key(d, HORIZON, p), HORIZON)
-        hit = self._reach.get(key)
-        if hit is None:
-            self._reach[key] = False
-            order = self._cheap_first.get(name)
-            if order is None:
-                alts = [a for a in self.g.rules[name].alts if a.weight > 0]
-                order = self._cheap_first[name] = sorted(alts, key=_nesting)
-            hit = self._reach[key] = any(self.reaches(a.form, a, s, p, d) for a in order)
-        return hit
+        if isinstance(f, Hole):
+            name = alt.holes[f.index]
+            key = self._key(name, -1, s, p, _depth_key(d, h, p), h)
+            hit = self._reach.get(key)
+            if hit is None:
+                self._reach[key] = False
+                order = self._cheap_first.get(name)
+                if order is None:
+                    alts = [a for a in self.g.rules[name].alts if a.weight > 0]
+                    order = self._cheap_first[name] = sorted(alts, key=self._steps_to_op)
+                hit = self._reach[key] = any(self.reaches(a.form, a, s, p, d, h) for a in order)
+            return hit
+        assert isinstance(f, Term)
+        if d < 1:
+            return False
+        if f.head not in ("seq", "branch", "route"):
+            return bool(self.fits(f, alt, (s,), p))
+        if h <= 0:
+            return p is None and d >= 2
+        h -= 1
+        if f.head == "seq":
+            if p is None:
+                return all(self.form(a, alt, s, None, d - 1, h) is not None for a in f.args)
+            return any(self.seq_at(f, alt, s, p, d, j, h) is not None for j in range(len(f.args)))
+        if f.head == "branch":
+            k = len(f.args) - 2
+            return any(self.branch_with(f, alt, shapes, term, c.attrs, p, d, h) is not None
+                       for _, _, _, shapes in self.split_options(f, alt, s, k)
+                       for _, term, owner in self.options(f.args[-1], alt)
+                       for c in self.combos(term, owner)[:1])
+        return any(self.form(f.args[1], alt, plan[3][OUT], plan[8], d - 1, h) is not None
+                   for plan in self.route_plans(f, alt, s, p))
+
+    def _steps_to_op(self, a: Alternative, seen: frozenset = frozenset()) -> int:
+        """Rule references between an alternative and an op term (combinators count as far away)."""
+        f = a.form
+        if isinstance(f, Term):
+            return NESTED if f.head in ("seq", "branch", "route") else 0
+        name = a.holes[f.index]  # type: ignore[union-attr]
+        if name in seen:
+            return NESTED
+        return 1 + min((self._steps_to_op(b, seen | {name}) for b in self.g.rules[name].alts if b.weight > 0),
+                       default=NESTED)
 
     def form(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int,
              h: int = HORIZON) -> Cost | None:
