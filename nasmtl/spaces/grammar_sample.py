@@ -962,6 +962,8 @@ class Walker:
             first_target = base[0]
             cands = an.first_candidates(f, fr.alt, shapes, mterm, mattrs, p)
             for i in self.rng.permutation(len(cands)):  # type: ignore[union-attr]
+                if not an.first_target_fits(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i]):
+                    continue
                 c = an.first_target_cost(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i])
                 if c is not None and self._affords(c):
                     first_target = cands[i]
