@@ -161,6 +161,8 @@ class Analysis:
         self._first: dict[tuple, Cost | bool | None] = {}
         self._reach: dict[int, bool] = {}
         self._cheap_first: dict[str, list[Alternative]] = {}
+        self._labels: dict[str, list[str]] = {}
+        self._weights: dict[str, list[float]] = {}
         self._rule_ids = {name: i for i, name in enumerate(g.rules)}
         self._shape_ids: dict[Pattern | None, int] = {None: 0}
         self._combos: dict[int, list[_Combo]] = {}
@@ -235,6 +237,20 @@ class Analysis:
         rule = self.g.rules[owner.holes[slot.index]]  # type: ignore[union-attr]
         return [(i, a.form, a) for i, a in enumerate(rule.alts) if a.weight > 0]  # type: ignore[misc]
 
+    def labels(self, name: str) -> list[str]:
+        """The labels of a rule's alternatives (what ``choices`` records)."""
+        out = self._labels.get(name)
+        if out is None:
+            out = self._labels[name] = [a.label for a in self.g.rules[name].alts]
+        return out
+
+    def weights(self, name: str) -> list[float]:
+        """The file's weights of a rule's alternatives."""
+        out = self._weights.get(name)
+        if out is None:
+            out = self._weights[name] = [a.weight for a in self.g.rules[name].alts]
+        return out
+
     # ---- modules ----------------------------------------------------------------------------
 
     def _shape_id(self, s: Pattern | None) -> int:
@@ -249,8 +265,13 @@ class Analysis:
         Ints, unlike tuples, never make the memo a container the garbage collector must walk:
         a memo of a million bounds then costs full collections nothing.
         """
-        return (self._rule_ids[name] | (alt + 1) << 12 | self._shape_id(s) << 24
-                | self._shape_id(p) << 52 | dk << 80 | h << 84)
+        ids = self._shape_ids
+        si, pi = ids.get(s), ids.get(p)
+        if si is None:
+            si = self._shape_id(s)
+        if pi is None:
+            pi = self._shape_id(p)
+        return self._rule_ids[name] | (alt + 1) << 12 | si << 24 | pi << 52 | dk << 80 | h << 84
 
     def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
         """Lower bound on (nodes, params, MACs) of a derivation of ``name`` from ``s`` to ``p``."""
@@ -725,7 +746,7 @@ class Walker:
             self._choices.append((f"{rule}@{path}", label))
 
     def _alt_weights(self, rule: str) -> list[float]:
-        return self.weights.get(rule) or [a.weight for a in self.g.rules[rule].alts]
+        return self.weights.get(rule) or self.an.weights(rule)
 
     # ---- modules ----------------------------------------------------------------------------
 
@@ -745,7 +766,7 @@ class Walker:
             base = self._alt_weights(name)
             decay = self.g.limits["depth_decay"] ** (self.lim.max_depth - d)
             cands = [(k, base[k] * (decay if a.recursive else 1.0)) for k, a in enumerate(rule.alts) if base[k] > 0]
-            labels = [a.label for a in rule.alts]
+            labels = self.an.labels(name)
 
             def fits_alt(k: int) -> bool:
                 n = self.an.alt(name, k, s, p, d)
@@ -860,7 +881,7 @@ class Walker:
         else:
             base = self._alt_weights(name)
             cands = [(k, base[k]) for k in range(len(rule.alts)) if base[k] > 0]
-            i = self._choose_lazy(name, sub, [a.label for a in rule.alts], cands,
+            i = self._choose_lazy(name, sub, self.an.labels(name), cands,
                                   lambda k: ok(rule.alts[k].form, rule.alts[k]))
         alt = rule.alts[i]
         self._record(name, sub, alt.label, len(rule.alts))
@@ -895,7 +916,7 @@ class Walker:
                 name = owner.alt.holes[h]
                 base = self._alt_weights(name)
                 vals = sorted({f[PICKS][pos][1] for f in fits})
-                labels = [a.label for a in self.g.rules[name].alts]
+                labels = self.an.labels(name)
                 cands = [(i, base[i]) for i in vals if base[i] > 0]
                 if ok is None:
                     v = self._choose(name, f"{path}.{h}", labels, cands)
