@@ -1,13 +1,19 @@
 """Predictor benchmarks: rank quality, transfer, throughput, the predictor sampler, TransNAS multi-task.
 
-Run one part at a time (each stays under 10 minutes on 2 shared cores):
+Run one part at a time (each under 10 minutes on 2 shared cores, but `mo`: about 15):
 
     python bench/predictors.py fit        # NB201 CIFAR-10: Kendall/Spearman vs training size, ONNX vs one-hot
     python bench/predictors.py transfer   # train on CIFAR-10, rank CIFAR-100 and ImageNet16-120 cells
     python bench/predictors.py speed      # candidates/s with and without encoding (onnxruntime)
-    python bench/predictors.py search --samplers predictor,evolution,random --seeds 20
+    python bench/predictors.py search --seeds 20   # queries to within 0.3 of the best CIFAR-10-valid accuracy
     python bench/predictors.py mo --seeds 10   # accuracy vs latency: hypervolume, predictor@100 vs tpe@300
     python bench/predictors.py transnas   # one 7-task predictor vs 7 single-task ones; our proxies vs the table's
+
+``search`` runs the predictor sampler without transfer, ``predictor-from-imagenet16`` (warm-started
+from ``predictors/nb201-imagenet16.onnx``, trained on 1,000 cells' ImageNet16-120 accuracy only,
+never CIFAR-10), ``imagenet16-source-only`` (the ablation that only ever asks the source's best of
+1,000 fresh random draws, never refitting) and the baselines, in one run; ``--source-cells 100``
+adds the same two with a weaker source trained here on 100 cells' ImageNet16-120 accuracy.
 
 NAS-Bench-201 parts need the encoding cache (``python -m nasmtl.predict.data``, about 15 min once)
 and the bench extra. Splits never put isomorphic cells on both sides: the data keep one table
@@ -181,23 +187,71 @@ def queries_to_target(tab, sampler: str, seed: int, budget: int, tol: float, dat
 
 
 def register_variants() -> None:
-    """Bench-only strategies: the predictor sampler forced to the one-hot encoding, or with UCB."""
+    """Bench-only strategies: the predictor sampler forced to the one-hot encoding, with UCB, skipping
+    candidates predicted dominated, and the transferred source alone (no refits on the run's results)."""
     from nasmtl.benchmarks.runner import register_strategy
     from nasmtl.predict.strategy import ChoiceOneHot, PredictorStrategy
+    from nasmtl.predict.transfer import nb201_imagenet16_source
 
     register_strategy("predictor-onehot", lambda s, d, seed: PredictorStrategy(
         s, list(d), seed=seed, featurizer=ChoiceOneHot(s), encoding="choices one-hot"))
+
+    def skipper(s, d, seed: int) -> PredictorStrategy:
+        SKIPPERS.append(PredictorStrategy(s, list(d), seed=seed, featurizer=ChoiceOneHot(s), encoding="choices one-hot",
+                                          skip_dominated=True))
+        return SKIPPERS[-1]
+
+    register_strategy("predictor-onehot-skip", skipper)
     register_strategy("predictor-ucb", lambda s, d, seed: PredictorStrategy(s, list(d), seed=seed, acquisition="ucb"))
+    register_strategy("imagenet16-source-only", lambda s, d, seed: PredictorStrategy(
+        s, list(d), seed=seed, n_init=10**9, source=nb201_imagenet16_source(s)))
 
 
-def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: float) -> None:
+def register_small_source(cells: int) -> list[str]:
+    """``predictor-from-imagenet16-N`` and ``imagenet16-N-source-only``: a weaker source, trained here on
+    ``cells`` distinct cells' ImageNet16-120 val_acc (no CIFAR-10 data); returns the two names."""
+    from nasmtl.benchmarks import load_table
+    from nasmtl.benchmarks.runner import register_strategy
+    from nasmtl.predict.strategy import PredictorStrategy, default_featurizer
+    from nasmtl.predict.train import group_split
+    from nasmtl.predict.transfer import SourceScorer
+
+    data = nb201_dataset(cached_only=True, datasets=("imagenet",))
+    train, _ = group_split(data.groups, cells, 0)
+    net = fit_ensemble(data.features[train], data.targets[train], steps=600, hidden=64, seed=0)
+    source = SourceScorer(lambda x: predict_torch(net, x)[0], default_featurizer(load_table("nb201").space)[0])
+    names = [f"predictor-from-imagenet16-{cells}", f"imagenet16-{cells}-source-only"]
+    register_strategy(names[0], lambda s, d, seed: PredictorStrategy(s, list(d), seed=seed, n_init=5, source=source))
+    register_strategy(names[1], lambda s, d, seed: PredictorStrategy(s, list(d), seed=seed, n_init=10**9,
+                                                                      source=source))
+    return names
+
+
+SKIPPERS: list = []
+"""The ``predictor-onehot-skip`` strategies made so far (their ``skipped`` counts are reported)."""
+
+
+def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: float, source_cells: int = 0) -> None:
     from nasmtl.benchmarks import load_table
     from nasmtl.predict.strategy import default_featurizer
+
+    from nasmtl.predict.model import load_predictor
+    from nasmtl.predict.transfer import NB201_IMAGENET16
 
     tab = load_table("nb201")
     register_variants()
     print(f"NB201 CIFAR-10 val_acc (mean of 3 seeds), best {tab.best('cifar10')[1]:.4f}: queries until regret <= {tol} "
           f"over {seeds} seeds; 'predictor' encodes with {default_featurizer(tab.space)[1]}")
+    card = load_predictor(NB201_IMAGENET16).card
+    td = card["training_data"]
+    print(f"transfer source {NB201_IMAGENET16.name}: outputs {card['outputs']} (no CIFAR-10 data), "
+          f"{td['train_cells']} training cells, held-out Kendall tau "
+          f"{card['held_out'][card['outputs'][0]]['kendall_tau']:.3f} on {td['test_cells']} unseen cells")
+    if source_cells:
+        small = register_small_source(source_cells)
+        samplers = samplers + small
+        budgets.update({n: budgets["predictor"] for n in small})
+        print(f"weaker source: the same ensemble trained here on {source_cells} cells' ImageNet16-120 val_acc: {small}")
     for s in samplers:
         budget = budgets.get(s, budgets["default"])
         t = time.perf_counter()
@@ -218,14 +272,16 @@ def part_mo(seeds: int, pred_budget: int, tpe_budget: int) -> None:
     register_variants()
     print(f"NB201 CIFAR-10 val_acc vs latency: hypervolume fraction of the true front, {seeds} seeds")
     out = {}
-    for s, b in (("predictor", pred_budget), ("predictor-onehot", pred_budget), ("tpe", tpe_budget),
-                 ("random", tpe_budget)):
+    for s, b in (("predictor", pred_budget), ("predictor-onehot", pred_budget), ("predictor-onehot-skip", pred_budget),
+                 ("tpe", tpe_budget), ("random", tpe_budget)):
+        SKIPPERS.clear()
         t = time.perf_counter()
         res = run_benchmark(tab, s, budget=b, seeds=seeds, dataset="cifar10", objectives=("val_acc", "latency"))
         at100 = [r.curve[min(99, b - 1)] for r in res.runs]
         out[s] = res.summary["median"]
+        skipped = f"; candidates skipped per run {[k.skipped for k in SKIPPERS]}" if SKIPPERS else ""
         print(f"  {s:<10} after {b:>3}: median {res.summary['median']:.4f} mean {res.summary['mean']:.4f}; "
-              f"after 100: median {np.median(at100):.4f}  ({time.perf_counter() - t:.0f} s)", flush=True)
+              f"after 100: median {np.median(at100):.4f}  ({time.perf_counter() - t:.0f} s){skipped}", flush=True)
     print(f"  ratio predictor@{pred_budget} / tpe@{tpe_budget}: {out['predictor'] / out['tpe']:.3f}")
 
 
@@ -316,10 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("part", choices=["fit", "transfer", "speed", "search", "mo", "transnas"])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--samplers", default="predictor,evolution,random,tpe")
+    ap.add_argument("--samplers",
+                    default="predictor,predictor-from-imagenet16,imagenet16-source-only,evolution,random,tpe")
     ap.add_argument("--budget", type=int, default=300, help="search: budget of the baselines")
     ap.add_argument("--predictor-budget", type=int, default=100)
     ap.add_argument("--tol", type=float, default=0.3)
+    ap.add_argument("--source-cells", type=int, default=0,
+                    help="search: also a weaker ImageNet16-120 source trained on this many cells (0: none)")
     ap.add_argument("--train", type=int, default=100, help="transnas: training cells")
     ap.add_argument("--proxy-cells", type=int, default=200,
                     help="transnas: cells to compute our proxies on (all 711: also a predictor with proxy features)")
@@ -332,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     elif a.part == "speed":
         part_speed()
     elif a.part == "search":
-        budgets = {"default": a.budget, "predictor": a.predictor_budget, "predictor-onehot": a.predictor_budget}
-        part_search([s.strip() for s in a.samplers.split(",") if s.strip()], a.seeds, budgets, a.tol)
+        budgets = {"default": a.budget, **{p: a.predictor_budget for p in (
+            "predictor", "predictor-onehot", "predictor-from-imagenet16", "imagenet16-source-only")}}
+        part_search([s.strip() for s in a.samplers.split(",") if s.strip()], a.seeds, budgets, a.tol, a.source_cells)
     elif a.part == "mo":
         part_mo(a.seeds, a.predictor_budget, a.budget)
     else:

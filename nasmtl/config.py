@@ -189,6 +189,8 @@ class SearchSettings:
     """Transferred design priors: ``"auto"`` (the local bank ``runs/bank.jsonl``), a bank file, or false."""
     start: list[str] = field(default_factory=list)
     """Designs a fresh search trains first: design strings or files holding one (``nasmtl.search.start``)."""
+    predictor_skip: bool = False
+    """``predictor`` sampler, several objectives: decline candidates predicted unable to reach the front."""
 
 
 @dataclass
@@ -382,6 +384,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{src}: search.sampler {se.sampler!r} is unknown (samplers: {', '.join(SAMPLERS)})")
     if isinstance(se.priors, str) and not se.priors.strip():
         raise ConfigError(f"{src}: search.priors must be \"auto\", a bank file (.jsonl) or false, got an empty string")
+    if se.predictor_skip and se.sampler != "predictor":
+        raise ConfigError(f"{src}: search.predictor_skip needs sampler = \"predictor\", got {se.sampler!r}")
     es = se.early_stopping
     if not 0 < es.fraction <= 1:
         raise ConfigError(f"{src}: search.early_stopping.fraction must be in (0, 1], got {es.fraction}")

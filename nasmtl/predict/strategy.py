@@ -12,6 +12,14 @@ them and returns the one with the best acquisition:
 * two or three: hypervolume improvement, over the observed front, of the optimistic point
   mean + ``kappa`` * std (objectives scaled by the observed range).
 
+With a transferred ``source`` (``nasmtl.predict.transfer``: a predictor of the objective on
+another task), the ``n_init`` first designs are the source's best-scored of ``source_pool`` random
+draws, candidate pools add those draws, and the ensemble learns the residual of the rank-normal
+targets over the source's rank-normal score scaled by its fitted slope (the source as prior mean).
+
+With ``skip_dominated`` and several objectives, candidates whose optimistic point is dominated by
+the observed front are declined before the acquisition (``skipped`` counts them).
+
 Designs are encoded by ``featurizer(design) -> vector``. :func:`default_featurizer` gives ONNX graph
 features (``nasmtl.predict.encoding``) for NAS-Bench-201 cells when the encoding cache holds every
 distinct cell (``python -m nasmtl.predict.data``), and otherwise a one-hot of the space's decisions
@@ -121,6 +129,12 @@ class PredictorStrategy:
     encoding: str = ""
     prior: Any = None
     """Sampling weights of the random designs (``{decision: {option: weight}}``, e.g. transferred priors)."""
+    source: Callable[[Sequence[Any]], np.ndarray] | None = None
+    """Transferred scorer of the (single) objective on another task: designs -> values, higher = better."""
+    source_pool: int = 1000
+    skip_dominated: bool = False
+    skipped: int = 0
+    """Candidates declined because their optimistic predicted point is dominated by the observed front."""
     _rng: np.random.Generator = field(init=False, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
     _designs: list = field(default_factory=list, repr=False)
@@ -133,34 +147,52 @@ class PredictorStrategy:
         self._sign = np.array([1.0 if d == "maximize" else -1.0 for d in self.directions])
         if self.acquisition not in ("its", "ucb"):
             raise ValueError(f"acquisition must be 'its' or 'ucb', got {self.acquisition!r}")
+        if self.source is not None and len(self.directions) != 1:
+            raise ValueError("a transferred source scores one objective; got several directions")
         if self.featurizer is None:
             self.featurizer, self.encoding = default_featurizer(self.space)
         elif not self.encoding:
             self.encoding = type(self.featurizer).__name__
 
     def ask(self) -> Any:
-        """A random design while fewer than ``n_init`` are told, then the best-scored candidate."""
-        if len(self._y) < self.n_init:
-            return self._fresh(lambda: self.space.sample(self._rng, self.prior))
+        """A random (or source-picked) design while fewer than ``n_init`` (at least 2) are told, then the
+        best-scored candidate."""
+        if len(self._y) < max(2, self.n_init):
+            draws = self._draws(self.source_pool) if self.source is not None else []
+            if not draws:
+                return self._fresh(lambda: self.space.sample(self._rng, self.prior))
+            best = draws[int(np.argmax(self.source(draws)))]
+            self._seen.add(self._key(best))
+            return best
         pool = self._pool()
+        if self.source is not None:
+            pool = list({self._key(d): d for d in pool + self._draws(self.source_pool)}.values())
         if not pool:
             return self._fresh(lambda: self.space.sample(self._rng, self.prior))
         torch.set_num_threads(1)
-        x = np.stack(self._x)
         y = np.array(self._y) * self._sign
         if self.rank_targets:
             y = _normal_scores(y)
-        net = fit_ensemble(x, y, members=self.members, hidden=self.hidden, steps=self.steps, lr=self.lr,
-                           seed=int(self._rng.integers(2**31)))
+        prior_told, prior_pool = self._prior_mean(pool, y)
+        net = fit_ensemble(np.stack(self._x), y - prior_told, members=self.members, hidden=self.hidden,
+                           steps=self.steps, lr=self.lr, seed=int(self._rng.integers(2**31)))
         feats = np.stack([self.featurizer(d) for d in pool])
+        if self.skip_dominated and y.shape[1] > 1:
+            mean, std = predict_torch(net, feats)
+            keep = optimistic_reachable(mean + prior_pool, std, y, self.kappa)
+            self.skipped += int((~keep).sum())
+            if not keep.any():
+                return self._fresh(lambda: self.space.sample(self._rng, self.prior))
+            pool, feats, prior_pool = [d for d, k in zip(pool, keep) if k], feats[keep], prior_pool[keep]
         if self.acquisition == "its" and y.shape[1] == 1:
             with torch.no_grad():
                 members = net.members_normalised(torch.as_tensor(feats)).numpy()[:, :, 0]
             pick = self._rng.integers(len(members), size=len(pool))
-            score = members[pick, np.arange(len(pool))]
+            drawn = members[pick, np.arange(len(pool))] * float(net.y_std[0]) + float(net.y_mean[0])
+            score = drawn + prior_pool[:, 0]
         else:
             mean, std = predict_torch(net, feats)
-            score = self._acquisition(mean, std, y)
+            score = self._acquisition(mean + prior_pool, std, y)
         best = pool[int(np.argmax(score))]
         self._seen.add(self._key(best))
         return best
@@ -199,6 +231,32 @@ class PredictorStrategy:
             x = draw()
         self._seen.add(self._key(x))
         return x
+
+    def _draws(self, n: int) -> list[Any]:
+        """Up to ``n`` distinct random designs never asked or told."""
+        out: dict[str, Any] = {}
+        for _ in range(2 * n):
+            if len(out) >= n:
+                break
+            x = self.space.sample(self._rng, self.prior)
+            key = self._key(x)
+            if key not in self._seen:
+                out[key] = x
+        return list(out.values())
+
+    def _prior_mean(self, pool: list[Any], y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The source's prior mean on the target scale for told designs and ``pool`` (zeros without a source).
+
+        Source scores of told designs and pool are replaced by normal scores of their joint ranks and
+        scaled by the least-squares slope (at least 0) of the told targets on them.
+        """
+        if self.source is None:
+            return np.zeros_like(y), np.zeros((len(pool), y.shape[1]))
+        z = _normal_scores(np.asarray(self.source(self._designs + pool), dtype=float)[:, None])[:, 0]
+        zt, zp = z[: len(self._designs)], z[len(self._designs):]
+        zc = zt - zt.mean()
+        beta = max(0.0, float(zc @ (y[:, 0] - y[:, 0].mean()) / max(float(zc @ zc), 1e-12)))
+        return beta * zt[:, None], beta * zp[:, None]
 
     def _parents(self) -> list[Any]:
         """The best told designs (one objective) or the observed Pareto set (several)."""
@@ -245,6 +303,18 @@ class PredictorStrategy:
             dist = np.min(np.linalg.norm(opt[:, None, :] - front[None], axis=2), axis=1)
             return -dist
         return gains
+
+
+def optimistic_reachable(mean: np.ndarray, std: np.ndarray, observed: np.ndarray, kappa: float) -> np.ndarray:
+    """Per candidate (rows, all objectives maximised), whether mean + ``kappa`` * std is not dominated by an
+    ``observed`` point: False marks a candidate predicted unable to reach the front."""
+    from nasmtl.benchmarks.table import pareto_indices
+
+    opt = mean + kappa * std
+    front = observed[pareto_indices(-observed)]
+    ge = (front[None] >= opt[:, None]).all(axis=2)
+    gt = (front[None] > opt[:, None]).any(axis=2)
+    return ~(ge & gt).any(axis=1)
 
 
 def _normal_scores(y: np.ndarray) -> np.ndarray:

@@ -129,7 +129,8 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
     es = cfg.search.early_stopping
     pruner = (MultiObjectivePruner(cfg.objective_names, cfg.directions, es.min_trials, es.fraction, es.min_epoch)
               if es.enabled else None)
-    proposer = make_proposer(cfg.search.sampler, space, cfg.directions, cfg.search.seed, cfg.search.population)
+    proposer = make_proposer(cfg.search.sampler, space, cfg.directions, cfg.search.seed, cfg.search.population,
+                             cfg.search.predictor_skip)
     if cfg.search.priors:
         from nasmtl.priors.transfer import apply_priors
 

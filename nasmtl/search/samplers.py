@@ -105,7 +105,12 @@ class StrategyProposer:
     strategy: Any
 
     def propose(self, trial: optuna.Trial) -> Any:
-        return self.strategy.ask()
+        """The strategy's next design; a skipping predictor strategy records its running count of declined
+        candidates as the trial's ``predictor_skipped`` attribute."""
+        design = self.strategy.ask()
+        if getattr(self.strategy, "skip_dominated", False):
+            trial.set_user_attr("predictor_skipped", int(self.strategy.skipped))
+        return design
 
     def observe(self, design: Any, values: Sequence[float] | None) -> None:
         if values is None:
@@ -115,14 +120,16 @@ class StrategyProposer:
             self.strategy.tell(design, values)
 
 
-def make_proposer(name: str, space: Any, directions: Sequence[str], seed: int, population: int = 16) -> Proposer:
-    """The proposer for sampler ``name``."""
+def make_proposer(name: str, space: Any, directions: Sequence[str], seed: int, population: int = 16,
+                  predictor_skip: bool = False) -> Proposer:
+    """The proposer for sampler ``name`` (``predictor_skip``: the predictor strategy's ``skip_dominated``)."""
     if name == "evolution":
         return StrategyProposer(EvolutionStrategy(space, list(directions), seed=seed, population=population))
     if name == "predictor":
         from nasmtl.predict.strategy import PredictorStrategy
 
-        return StrategyProposer(PredictorStrategy(space, list(directions), seed=seed, n_init=max(2, population)))
+        return StrategyProposer(PredictorStrategy(space, list(directions), seed=seed, n_init=max(2, population),
+                                                  skip_dominated=predictor_skip))
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r} (samplers: {', '.join(SAMPLERS)})")
     return SamplerProposer(space, seed)

@@ -1,7 +1,10 @@
 """Our samplers as ask/tell strategies of the benchmark runner (``nasmtl bench --sampler NAME``).
 
-Importing this module registers ``evolution``, ``nsga2``, ``nsga3`` and ``tpe`` in
-``nasmtl.benchmarks.runner.STRATEGIES`` (the runner imports it itself; it never imports optuna).
+Importing this module registers ``evolution``, ``nsga2``, ``nsga3``, ``tpe``, ``predictor`` and
+``predictor-from-imagenet16`` in ``nasmtl.benchmarks.runner.STRATEGIES`` (the runner imports it
+itself; it never imports optuna). ``predictor-from-imagenet16`` is the predictor sampler
+warm-started from ``predictors/nb201-imagenet16.onnx`` (NAS-Bench-201 ImageNet16-120 accuracy):
+for NAS-Bench-201 CIFAR-10 or CIFAR-100 searches, not ImageNet16-120 ones (its own training data).
 """
 
 from __future__ import annotations
@@ -81,3 +84,19 @@ def _predictor(space: Any, directions: Sequence[str], seed: int) -> Any:
 
 
 register_strategy("predictor", _predictor)
+
+
+def _predictor_from_imagenet16(space: Any, directions: Sequence[str], seed: int) -> Any:
+    from nasmtl.benchmarks.table import BenchmarkError
+    from nasmtl.predict.model import PredictorError
+    from nasmtl.predict.strategy import PredictorStrategy
+    from nasmtl.predict.transfer import nb201_imagenet16_source
+
+    try:
+        source = nb201_imagenet16_source(space)
+    except PredictorError as e:
+        raise BenchmarkError(f"sampler predictor-from-imagenet16: {e}") from None
+    return PredictorStrategy(space, list(directions), seed=seed, n_init=5, source=source)
+
+
+register_strategy("predictor-from-imagenet16", _predictor_from_imagenet16)
