@@ -10,7 +10,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nasmtl.onnx import QuantResult, export_onnx, graph_stats, quantizable_nodes, quantize, run_onnx
+from nasmtl.onnx import (
+    OnnxError,
+    QuantResult,
+    compact_onnx,
+    export_onnx,
+    graph_stats,
+    quantizable_nodes,
+    quantize,
+    run_onnx,
+)
 
 CNN_SHAPE = (3, 8, 8)
 MLP_SHAPE = (64,)
@@ -226,3 +235,43 @@ def test_activation_matmuls_skip_weight_precisions(tmp_path: Path) -> None:
     res = quantize(src, tmp_path / "static.onnx", {}, default="int8_static", calibration=x)
     assert set(res.applied.values()) == {"int8_static"} and not res.skipped
     _close(run_onnx(src, x), run_onnx(tmp_path / "static.onnx", x), rel=0.1)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8_static", "int4_weight"])
+def test_compact_onnx_same_outputs_fewer_bytes(cnn: Path, tmp_path: Path, precision: str) -> None:
+    src = cnn
+    if precision != "fp32":
+        src = tmp_path / "q.onnx"
+        quantize(cnn, src, {}, calibration=_x(16, CNN_SHAPE, seed=1), default=precision)
+    dst = tmp_path / "min.onnx"
+    n = compact_onnx(src, dst)
+    assert n == dst.stat().st_size < src.stat().st_size
+    small, big = onnx.load(str(dst)), onnx.load(str(src))
+    assert not small.graph.value_info and all(not node.name for node in small.graph.node)
+    assert [v.name for v in small.graph.output] == [v.name for v in big.graph.output] == ["cls", "reg"]
+    assert [n.op_type for n in small.graph.node] == [n.op_type for n in big.graph.node]
+    assert max(len(t.name) for t in small.graph.initializer) <= 3
+    x = _x(5, CNN_SHAPE, seed=3)
+    ref, got = run_onnx(src, x), run_onnx(dst, x)
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+
+
+def test_compact_onnx_rejects_a_non_model(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(OnnxError, match="bad.onnx"):
+        compact_onnx(bad, tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_int8_static_stays_int8_between_quantized_layers(cnn: Path, tmp_path: Path) -> None:
+    calib = _x(16, CNN_SHAPE, seed=1)
+    full = quantize(cnn, tmp_path / "all.onnx", {}, calibration=calib, default="int8_static")
+    ops = [n.op_type for n in onnx.load(str(full.path)).graph.node]
+    assert "Relu" not in ops and ops.count("Flatten") == 1
+    assert set(full.applied) == {n for n, _ in quantizable_nodes(cnn)}
+    c1 = quantizable_nodes(cnn)[0][0]
+    one = quantize(cnn, tmp_path / "one.onnx", {c1: "int8_static"}, calibration=calib)
+    assert [n.op_type for n in onnx.load(str(one.path)).graph.node].count("Relu") == 3
+    x = _x(6, CNN_SHAPE, seed=5)
+    _close(run_onnx(cnn, x), run_onnx(full.path, x), rel=0.1)

@@ -139,6 +139,43 @@ def graph_stats(path_or_model: PathLike | onnx.ModelProto | bytes) -> GraphStats
     )
 
 
+def compact_onnx(src: PathLike, dst: PathLike) -> int:
+    """Write ``src`` to ``dst`` as a deployment would ship it; returns the bytes written.
+
+    Node names, doc strings, producer fields and ``value_info`` are dropped and every internal tensor
+    (initializers included) is renamed to a short hex id; graph inputs and outputs keep their names,
+    so the model computes the same outputs. Files with subgraphs (If/Loop) keep their tensor names.
+    """
+    model = load_onnx(src)
+    graph = model.graph
+    keep = {v.name for v in (*graph.input, *graph.output)}
+    nested = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                 for n in graph.node for a in n.attribute)
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if nested or not name or name in keep:
+            return name
+        return short.setdefault(name, format(len(short), "x"))
+
+    for t in graph.initializer:
+        t.name = rename(t.name)
+        t.doc_string = ""
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [rename(i) for i in node.input]
+        node.output[:] = [rename(o) for o in node.output]
+    graph.ClearField("value_info")
+    graph.doc_string = ""
+    for field_name in ("doc_string", "producer_name", "producer_version"):
+        model.ClearField(field_name)
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    Path(dst).write_bytes(data)
+    return len(data)
+
+
 def _count_params(graph: onnx.GraphProto) -> int:
     """Elements of weight initializers and non-scalar Constant tensors; quantization scales/zero points excluded."""
     tensors: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}

@@ -1,8 +1,9 @@
 """Per-node mixed-precision quantization of an exported ONNX model with onnxruntime's quantization tools.
 
 Precisions: ``int4_weight`` (block-wise 4-bit weights, ``MatMulNBits``, MatMul/Gemm only), ``int8_static``
-(QDQ, calibrated, per-channel weights), ``int8_dynamic`` (``ConvInteger``/``MatMulInteger``, activations
-quantized at run time). Passes run in that order on the intermediate model; a node named ``N`` stays
+(QDQ, calibrated, per-channel weights; activations and pooling wholly between int8 nodes are quantized
+too, so the tensor stays int8 from one layer to the next), ``int8_dynamic`` (``ConvInteger``/``MatMulInteger``,
+activations quantized at run time). Passes run in that order on the intermediate model; a node named ``N`` stays
 traceable as ``N`` (static), ``N_Q4`` (int4) or ``N_quant`` (dynamic), see ``QuantResult.renamed``.
 """
 
@@ -33,6 +34,10 @@ CALIBRATION_SAMPLES = 64
 CALIBRATION_BATCH = 16
 INT4_BLOCK_SIZE = 32
 _PASS_ORDER: tuple[str, ...] = ("int4_weight", "int8_static", "int8_dynamic")
+INT8_INTERIOR_OPS: frozenset[str] = frozenset(
+    {"Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+)
+"""Weightless ops that int8 static also quantizes where they sit wholly between int8 nodes (``_int8_interior``)."""
 
 
 @dataclass
@@ -216,14 +221,51 @@ def _pass_int4(src: Path, dst: Path, nodes: list[str], all_matmuls: list[str], c
     onnx.save_model(q.model.model, str(dst))
 
 
+def _int8_interior(model: onnx.ModelProto, nodes: list[str]) -> list[str]:
+    """Weightless nodes (``INT8_INTERIOR_OPS``) lying wholly between the named int8 nodes.
+
+    A node is interior when every input it reads from another node comes from a named or interior
+    node and every consumer of its outputs is one too (graph outputs excluded). Quantizing those as
+    well keeps the tensor int8 from one quantized layer to the next, instead of a Dequantize/Quantize
+    pair around each activation or pooling. Nodes outside the named ones never change precision.
+    """
+    named = set(nodes)
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    outputs = {o.name for o in model.graph.output}
+    inner: set[str] = set()
+    for n in model.graph.node:
+        feeds = [producer[i] for i in n.input if i in producer]
+        if n.op_type in INT8_INTERIOR_OPS and feeds and all(f in named or f in inner for f in feeds):
+            inner.add(n.name)
+    by_name = {n.name: n for n in model.graph.node}
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(inner):
+            outs = by_name[name].output
+            if any(o in outputs for o in outs) or not all(
+                c in named or c in inner for o in outs for c in consumers.get(o, [])
+            ):
+                inner.discard(name)
+                changed = True
+    return [n.name for n in model.graph.node if n.name in inner]
+
+
 def _pass_static(
     src: Path, dst: Path, nodes: list[str], all_matmuls: list[str], calibration: np.ndarray | None
 ) -> None:
-    """int8 QDQ static quantization (uint8 activations, per-channel int8 weights) of the named nodes."""
+    """int8 QDQ static quantization (uint8 activations, per-channel int8 weights) of the named nodes and of
+    the weightless nodes between them (``_int8_interior``)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     assert calibration is not None
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    model = onnx.load(str(src), load_external_data=False)
+    input_name = model.graph.input[0].name
+    nodes = [*nodes, *_int8_interior(model, nodes)]
     quantize_static(
         str(src),
         str(dst),
