@@ -233,3 +233,20 @@ def test_start_designs_are_trained_first(root: Path, tmp_path: Path) -> None:
     tight = GrammarSpace.from_file(root / "grammars" / "einspace.lark", (1, 36, 36), max_macs=100_000)
     with pytest.raises(ConfigError, match=r"macs, over the space's cap \[space\] max_macs = 100,000"):
         start_designs(tight, [str(resnet)], lambda p: Path(p))
+
+
+def test_evaluation_batch_shrinks_with_activations(root: Path) -> None:
+    from nasmtl.arch import activation_elements
+    from nasmtl.search.evaluate import EVAL_BYTES, eval_batch_size
+    from nasmtl.spaces.grammar import GrammarSpace
+
+    space = GrammarSpace.from_file(root / "grammars" / "einspace.lark")
+    heads = {"left": 10, "right": 10}
+    small = space.to_arch(space.decode("seq(linear(out=16),relu)"), heads=heads)
+    wide = space.to_arch(space.decode(
+        "seq(route(im2col(k=3,stride=1,padding=1),seq(linear(out=128),seq(layernorm,gelu)),col2im),"
+        "route(im2col(k=1),seq(layernorm,linear(out=128)),col2im))"), heads=heads)
+    assert activation_elements(wide) > 20 * activation_elements(small)
+    assert eval_batch_size(small, 512) == 512
+    b = eval_batch_size(wide, 512)
+    assert 1 <= b < 512 and b * 4 * activation_elements(wide) <= EVAL_BYTES

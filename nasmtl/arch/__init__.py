@@ -5,6 +5,7 @@ from nasmtl.arch.ir import (
     Arch,
     ArchBuilder,
     Cost,
+    activation_elements,
     add_head,
     arch_cost,
     depth,
@@ -18,7 +19,7 @@ from nasmtl.arch.registry import REQUIRED, OpError, OpSpec, Shape, ShapeError, g
 from nasmtl.arch.torch_build import GraphModule, to_torch
 
 __all__ = [
-    "INPUT", "Arch", "ArchBuilder", "Cost", "add_head", "arch_cost", "depth", "from_dict",
+    "INPUT", "Arch", "ArchBuilder", "Cost", "activation_elements", "add_head", "arch_cost", "depth", "from_dict",
     "infer_shapes", "node_costs", "to_dict", "validate", "REQUIRED", "OpError", "OpSpec", "Shape",
     "ShapeError", "get_op", "has_op", "op_names", "register", "GraphModule", "to_torch",
 ]

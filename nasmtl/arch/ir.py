@@ -8,6 +8,8 @@ The IR knows nothing of search, data or ONNX.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -182,6 +184,12 @@ def arch_cost(arch: Arch, outputs: Iterable[str] | None = None) -> Cost:
         if n in needed:
             total = total + c
     return total
+
+
+def activation_elements(arch: Arch) -> int:
+    """Elements of all op nodes' outputs for one input: a bound on what a forward pass holds per sample."""
+    g = arch.graph
+    return sum(math.prod(g.nodes[n]["shape"]) for n in arch.op_nodes())
 
 
 def depth(arch: Arch) -> int:

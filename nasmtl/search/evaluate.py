@@ -126,6 +126,7 @@ class ArchEvaluator:
             left = max(self.seconds - (time.perf_counter() - start), 1.0)
             secs = left if b.seconds is None else min(b.seconds, left)
             cfg = replace(cfg, budget=Budget(epochs=b.epochs, steps=b.steps, seconds=secs))
+        cfg = replace(cfg, eval_batch_size=eval_batch_size(arch, cfg.eval_batch_size))
         stopped: list[tuple[int, dict[str, float]]] = []
 
         def epoch_cb(epoch: int, metrics: Mapping[str, Mapping[str, float]]) -> bool:
@@ -284,6 +285,21 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
     calib = getattr(getattr(space, "quant_space", None), "calibration_samples", 64)
     return ArchEvaluator(space, data, cfg.objective_names, tc, cfg.search.trial_timeout,
                          cfg.search.latency_runs, cfg.search.seed, calib, cfg.space.head)
+
+
+EVAL_BYTES = 1 << 30
+"""Float32 activations one evaluation batch may hold (``eval_batch_size``)."""
+
+
+def eval_batch_size(arch: Any, cap: int) -> int:
+    """The evaluation batch (at most ``cap``) whose activations stay under ``EVAL_BYTES``.
+
+    A design's MACs say little about its activations: im2col routes make token maps of
+    1,296 x 144 values per image, and one such design of 275k MACs held 5.7 GB at batch 256.
+    """
+    from nasmtl.arch import activation_elements
+
+    return max(1, min(cap, EVAL_BYTES // (4 * max(activation_elements(arch), 1))))
 
 
 def _metric_names(task: Any, data: Any) -> set[str] | None:
