@@ -158,7 +158,8 @@ class Analysis:
         self.g = g
         self.max_width = max_width
         self._rule: dict[int, int] = {}
-        self._first: dict[tuple, Cost | bool | None] = {}
+        self._first: dict[tuple, Cost | None] = {}
+        self._feasible: dict[tuple, bool] = {}
         self._reach: dict[int, bool] = {}
         self._cheap_first: dict[str, list[Alternative]] = {}
         self._labels: dict[str, list[str]] = {}
@@ -550,13 +551,13 @@ class Analysis:
     def branch_feasible(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
                         attrs: Mapping[str, Any], p: Pattern | None, d: int) -> bool:
         """Whether some first-branch target lets every branch fit the merge (stops at the first; memoised)."""
-        key = ("feasible", id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
+        key = (id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
                tuple(shapes), p, _depth_key(d - 1, HORIZON, None))
-        hit = self._first.get(key)
+        hit = self._feasible.get(key)
         if hit is None:
-            hit = self._first[key] = any(self.first_target_fits(f, alt, shapes, merge, attrs, p, d, t)
+            hit = self._feasible[key] = any(self.first_target_fits(f, alt, shapes, merge, attrs, p, d, t)
                                          for t in self.first_candidates(f, alt, shapes, merge, attrs, p))
-        return hit  # type: ignore[return-value]
+        return hit
 
     def post_target(self, post: Term, attrs: Mapping[str, Any], pre: Term, pre_attrs: Mapping[str, Any],
                     mid: Shape, p: Pattern | None) -> tuple[Pattern | None, dict[str, Any]] | None:
