@@ -237,7 +237,7 @@ class GrammarSpace:
         out: list[Arch] = []
         for f in forms:
             w = Walker(self.grammar, self.analysis, Limits(10 ** 6, 10 ** 9), record=True)
-            fr = _Frame(alt, node, [None] * len(alt.holes))
+            fr = _Frame(alt, node)
             try:
                 w.form(f, fr, -1, shape, None, depth_left, path)
             except SpaceError as e:

@@ -12,7 +12,7 @@ fit rather than drawn and thrown away.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
@@ -23,6 +23,7 @@ from nasmtl.spaces.grammar_format import Alternative, Form, GrammarFile, Hole, T
 
 Pattern = tuple  # tuple[int | None, ...] or None for "anything"
 
+COMBINATORS = ("seq", "branch", "route")
 SAME_SHAPE_OPS = frozenset({"identity", "dropout", "relu", "gelu", "sigmoid", "tanh", "softmax",
                             "batchnorm", "layernorm", "posenc"})
 SEQ_RETRIES = 8
@@ -160,14 +161,28 @@ class Analysis:
         self._rule: dict[int, int] = {}
         self._first: dict[tuple, Cost | None] = {}
         self._feasible: dict[tuple, bool] = {}
-        self._reach: dict[int, bool] = {}
+        self._plan: dict[int, int] = {}
         self._cheap_first: dict[str, list[Alternative]] = {}
+        self._cands: dict[tuple[str, int], tuple[tuple[int, float], ...]] = {}
         self._labels: dict[str, list[str]] = {}
         self._weights: dict[str, list[float]] = {}
         self._rule_ids = {name: i for i, name in enumerate(g.rules)}
         self._shape_ids: dict[Pattern | None, int] = {None: 0}
         self._combos: dict[int, list[_Combo]] = {}
         self._fits: dict[tuple, tuple[Fit, ...]] = {}
+        self._ops: dict[int, int] = {}
+        self._applied: dict[tuple, tuple[dict[str, Any], Shape, int, int]] = {}
+        self._routes: dict[tuple, tuple[tuple, ...]] = {}
+        self._splits: dict[tuple, tuple[tuple[int | None, Term, Alternative, list[Shape]], ...]] = {}
+        self._options: dict[tuple[int, int], tuple[tuple[int | None, Term, Alternative], ...]] = {}
+        self._op_rules: set[str] = set()
+        self._flat: dict[str, Cost] = {}
+        for name, rule in g.rules.items():
+            forms = [a.form for a in rule.alts if a.weight > 0]
+            if forms and all(isinstance(f, Term) and f.head not in COMBINATORS for f in forms):
+                self._op_rules.add(name)
+            elif forms and all(isinstance(f, Term) and f.head in COMBINATORS for f in forms):
+                self._flat[name] = (min(len(f.args) - (2 if f.head == "branch" else 0) for f in forms), 0, 0)
 
     # ---- op terms ---------------------------------------------------------------------------
 
@@ -231,12 +246,39 @@ class Analysis:
                         int(spec.macs(list(ins), out, full))))
         return tuple(res)
 
-    def options(self, slot: Form, owner: Alternative) -> list[tuple[int | None, Term, Alternative]]:
-        """The op terms a slot may hold: itself when inline, or each alternative of its rule."""
-        if isinstance(slot, Term):
-            return [(None, slot, owner)]
-        rule = self.g.rules[owner.holes[slot.index]]  # type: ignore[union-attr]
-        return [(i, a.form, a) for i, a in enumerate(rule.alts) if a.weight > 0]  # type: ignore[misc]
+    def apply(self, op: str, attrs: dict[str, Any], ins: list[Shape]) -> tuple[dict[str, Any], Shape, int, int]:
+        """An op's resolved attributes, output shape, params and MACs on ``ins`` (memoised; raises the op's errors).
+
+        The attributes returned may be shared between calls: copy them before changing them.
+        """
+        try:
+            key = (op, tuple(attrs.items()), tuple(ins))
+            hit = self._applied.get(key)
+        except TypeError:
+            key, hit = None, None
+        if hit is not None:
+            return hit
+        spec = get_op(op)
+        full = spec.resolve(attrs)
+        spec.check_arity(len(ins))
+        out = tuple(int(v) for v in spec.shape(ins, full))
+        hit = (full, out, int(spec.params(ins, out, full)), int(spec.macs(ins, out, full)))
+        if key is not None:
+            self._applied[key] = hit
+        return hit
+
+    def options(self, slot: Form, owner: Alternative) -> tuple[tuple[int | None, Term, Alternative], ...]:
+        """The op terms a slot may hold: itself when inline, or each alternative of its rule (cached)."""
+        key = (id(slot), id(owner))
+        out = self._options.get(key)
+        if out is None:
+            if isinstance(slot, Term):
+                out = ((None, slot, owner),)
+            else:
+                rule = self.g.rules[owner.holes[slot.index]]  # type: ignore[union-attr]
+                out = tuple((i, a.form, a) for i, a in enumerate(rule.alts) if a.weight > 0)  # type: ignore[misc]
+            self._options[key] = out
+        return out
 
     def labels(self, name: str) -> list[str]:
         """The labels of a rule's alternatives (what ``choices`` records)."""
@@ -274,8 +316,46 @@ class Analysis:
             pi = self._shape_id(p)
         return self._rule_ids[name] | (alt + 1) << 12 | si << 24 | pi << 52 | dk << 80 | h << 84
 
+    def ops(self, name: str, s: Shape, p: Pattern | None) -> Cost | None:
+        """The bound of a rule whose alternatives are all op terms: one op, the least params and MACs (memoised).
+
+        It depends on neither depth (given one level) nor horizon, so one entry serves them all.
+        """
+        ids = self._shape_ids
+        si, pi = ids.get(s), ids.get(p)
+        if si is None:
+            si = self._shape_id(s)
+        if pi is None:
+            pi = self._shape_id(p)
+        key = self._rule_ids[name] | si << 24 | pi << 52
+        hit = self._ops.get(key)
+        if hit is None:
+            best = None
+            for alt in self.g.rules[name].alts:
+                if alt.weight > 0:
+                    for fit in self.fits(alt.form, alt, (s,), p):  # type: ignore[arg-type]
+                        best = _min(best, (1, fit[PARAMS], fit[MACS]))
+            self._ops[key] = hit = _pack(best)
+        return _unpack(hit)
+
+    def _shortcut(self, name: str, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None | bool:
+        """The bound without the memo where it is plain: op-only rules, and combinator-only ones at the horizon.
+
+        False when there is none (the caller analyses the alternatives).
+        """
+        if name in self._op_rules:
+            return self.ops(name, s, p) if d >= 1 else None
+        if h <= 0:
+            flat = self._flat.get(name)
+            if flat is not None:
+                return flat if p is None and d >= 2 else None
+        return False
+
     def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
         """Lower bound on (nodes, params, MACs) of a derivation of ``name`` from ``s`` to ``p``."""
+        quick = self._shortcut(name, s, p, d, h)
+        if quick is not False:
+            return quick  # type: ignore[return-value]
         key = self._key(name, -1, s, p, _depth_key(d, h, p), h)
         memo = self._rule
         hit = memo.get(key)
@@ -289,54 +369,131 @@ class Analysis:
         memo[key] = _pack(best)
         return best
 
-    def alt(self, name: str, i: int, s: Shape, p: Pattern | None, d: int) -> Cost | None:
-        """The bound for derivations starting with alternative ``i`` of ``name``."""
-        key = self._key(name, i, s, p, _depth_key(d, HORIZON, p), HORIZON)
+    def rule_key(self, name: str, s: Shape, p: Pattern | None, d: int) -> int:
+        """The memo key of a rule's bound at the default horizon; ``alt`` and ``alt_plan`` add the alternative."""
+        return self._key(name, -1, s, p, _depth_key(d, HORIZON, p), HORIZON)
+
+    def alt(self, name: str, i: int, s: Shape, p: Pattern | None, d: int, key: int | None = None) -> Cost | None:
+        """The bound for derivations starting with alternative ``i`` of ``name`` (``key``: ``rule_key``'s)."""
+        if key is None:
+            key = self.rule_key(name, s, p, d)
+        key |= (i + 1) << 12
         hit = self._rule.get(key)
         if hit is None:
             alt = self.g.rules[name].alts[i]
             self._rule[key] = hit = _pack(self.form(alt.form, alt, s, p, d))
         return _unpack(hit)
 
-    def reaches(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> bool:
-        """``form(f, ...) is not None``, without the cost: stops at the first way that completes (memoised).
+    def candidates(self, name: str, steps: int, decay: float) -> tuple[tuple[int, float], ...]:
+        """``(alternative, weight)`` with the file's weights, recursive ones times ``decay ** steps`` (cached)."""
+        key = (name, steps)
+        out = self._cands.get(key)
+        if out is None:
+            f = decay ** steps
+            out = self._cands[key] = tuple((k, a.weight * (f if a.recursive else 1.0))
+                                           for k, a in enumerate(self.g.rules[name].alts) if a.weight > 0)
+        return out
 
-        Feasibility checks need no cost bound, and most are settled by one op (an identity, a
+    def reaches(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> bool:
+        """``form(f, ...) is not None``, without the cost bound (see ``plan``)."""
+        return self.plan(f, alt, s, p, d, h) is not None
+
+    def plan(self, f: Form, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
+        """The cost of the first way found to complete ``f``, or None exactly when ``form`` is None (memoised).
+
+        Feasibility checks need no least cost, and most are settled by one op (an identity, a
         linear layer): a rule's alternatives are tried ops first, rule references next,
-        combinators last, and a combinator stops at its first fitting plan.
+        combinators last, and a combinator stops at its first fitting plan. The cost returned is
+        that of one way, so never below ``form``'s bound: a budget that affords it affords the bound.
         """
         if isinstance(f, Hole):
             name = alt.holes[f.index]
+            quick = self._shortcut(name, s, p, d, h)
+            if quick is not False:
+                return quick  # type: ignore[return-value]
             key = self._key(name, -1, s, p, _depth_key(d, h, p), h)
-            hit = self._reach.get(key)
+            hit = self._plan.get(key)
             if hit is None:
-                self._reach[key] = False
+                self._plan[key] = NO_BOUND
                 order = self._cheap_first.get(name)
                 if order is None:
                     alts = [a for a in self.g.rules[name].alts if a.weight > 0]
                     order = self._cheap_first[name] = sorted(alts, key=self._steps_to_op)
-                hit = self._reach[key] = any(self.reaches(a.form, a, s, p, d, h) for a in order)
-            return hit
+                c = None
+                for a in order:
+                    c = self.plan(a.form, a, s, p, d, h)
+                    if c is not None:
+                        break
+                self._plan[key] = hit = _pack(c)
+            return _unpack(hit)
         assert isinstance(f, Term)
         if d < 1:
-            return False
+            return None
         if f.head not in ("seq", "branch", "route"):
-            return bool(self.fits(f, alt, (s,), p))
+            return self.form(f, alt, s, p, d, h)
         if h <= 0:
-            return p is None and d >= 2
+            return self.form(f, alt, s, p, d, h)
         h -= 1
         if f.head == "seq":
-            if p is None:
-                return all(self.form(a, alt, s, None, d - 1, h) is not None for a in f.args)
-            return any(self.seq_at(f, alt, s, p, d, j, h) is not None for j in range(len(f.args)))
+            for j in range(len(f.args) if p is not None else 1):
+                c = self._seq_plan(f, alt, s, p, d, j, h)
+                if c is not None:
+                    return c
+            return None
         if f.head == "branch":
             k = len(f.args) - 2
-            return any(self.branch_with(f, alt, shapes, term, c.attrs, p, d, h) is not None
-                       for _, _, _, shapes in self.split_options(f, alt, s, k)
-                       for _, term, owner in self.options(f.args[-1], alt)
-                       for c in self.combos(term, owner)[:1])
-        return any(self.form(f.args[1], alt, plan[3][OUT], plan[8], d - 1, h) is not None
-                   for plan in self.route_plans(f, alt, s, p))
+            for _, _, _, shapes in self.split_options(f, alt, s, k):
+                for _, term, owner in self.options(f.args[-1], alt):
+                    for c in self.combos(term, owner)[:1]:
+                        n = self._branch_plan(f, alt, shapes, term, c.attrs, p, d, h)
+                        if n is not None:
+                            return _add(n, (1 + (k if shapes[0] != s else 0), 0, 0))
+            return None
+        for plan in self.route_plans(f, alt, s, p):
+            n = self.plan(f.args[1], alt, plan[3][OUT], plan[8], d - 1, h)
+            if n is not None:
+                return _add(n, (2, plan[3][PARAMS], plan[3][MACS]))
+        return None
+
+    def _seq_plan(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, j: int,
+                  h: int) -> Cost | None:
+        """``plan`` of a seq whose ``j``-th module does the change (the others keep shape; any change when untargeted)."""
+        total = ZERO
+        after = p if _concrete(p) else s
+        for i, a in enumerate(f.args):
+            if p is None:
+                n = self.plan(a, alt, s, None, d - 1, h)
+            else:
+                n = self.plan(a, alt, s if i <= j else after, s if i < j else (p if i == j else after), d - 1, h)
+            if n is None:
+                return None
+            total = _add(total, n)
+        return total
+
+    def _branch_plan(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                     attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int) -> Cost | None:
+        """``plan`` of the branches for a split and merge (``branch_with`` taking the first way of each)."""
+        targets = self.merge_targets(merge, attrs, len(shapes), p, None)
+        if targets is None:
+            return None
+        total = ZERO
+        for a, sh, t in zip(f.args[1:-1], shapes, targets):
+            n = self.plan(a, alt, sh, t, d - 1, h)
+            if n is None:
+                return None
+            total = _add(total, n)
+        return total
+
+    def alt_plan(self, name: str, i: int, s: Shape, p: Pattern | None, d: int, key: int | None = None) -> Cost | None:
+        """``plan`` for derivations starting with alternative ``i`` of ``name`` (memoised; ``key``: ``rule_key``'s)."""
+        if key is None:
+            key = self.rule_key(name, s, p, d)
+        key |= (i + 1) << 12
+        hit = self._plan.get(key)
+        if hit is None:
+            alt = self.g.rules[name].alts[i]
+            self._plan[key] = hit = _pack(self.plan(alt.form, alt, s, p, d))
+        return _unpack(hit)
 
     def _steps_to_op(self, a: Alternative, seen: frozenset = frozenset()) -> int:
         """Rule references between an alternative and an op term (combinators count as far away)."""
@@ -396,8 +553,13 @@ class Analysis:
             total = _add(total, n)
         return total
 
-    def split_options(self, f: Term, alt: Alternative, s: Shape, k: int) -> list[tuple[int | None, Term, Alternative, list[Shape]]]:
-        """Split terms that fit ``s`` into ``k`` branches, with the branch input shapes."""
+    def split_options(self, f: Term, alt: Alternative, s: Shape,
+                      k: int) -> tuple[tuple[int | None, Term, Alternative, list[Shape]], ...]:
+        """Split terms that fit ``s`` into ``k`` branches, with the branch input shapes (cached; not to be changed)."""
+        key = (id(f), id(alt), s, k)
+        hit = self._splits.get(key)
+        if hit is not None:
+            return hit
         out = []
         for i, term, owner in self.options(f.args[0], alt):
             if term.head == "clone":
@@ -408,7 +570,8 @@ class Analysis:
                 if shapes is not None:
                     out.append((i, term, owner, shapes))
                     break
-        return out
+        self._splits[key] = hit = tuple(out)
+        return hit
 
     @staticmethod
     def group_shapes(s: Shape, k: int, axis: Any) -> list[Shape] | None:
@@ -527,12 +690,22 @@ class Analysis:
     def first_target_fits(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
                           attrs: Mapping[str, Any], p: Pattern | None, d: int, t: Shape) -> bool:
         """``first_target_cost(...) is not None``, without the cost."""
+        return self.first_target_plan(f, alt, shapes, merge, attrs, p, d, t) is not None
+
+    def first_target_plan(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
+                          attrs: Mapping[str, Any], p: Pattern | None, d: int, t: Shape) -> Cost | None:
+        """The cost of one way for all branches to fit when the first aims at ``t`` (``plan`` of each; None: no fit)."""
         rest = self.merge_targets(merge, attrs, len(shapes), p, t)
         if rest is None:
-            return False
+            return None
         branches = f.args[1:-1]
-        return self.reaches(branches[0], alt, shapes[0], t, d - 1) and all(
-            self.reaches(b, alt, sh, r, d - 1) for b, sh, r in zip(branches[1:], shapes[1:], rest[1:]))
+        total = self.plan(branches[0], alt, shapes[0], t, d - 1)
+        for b, sh, r in zip(branches[1:], shapes[1:], rest[1:]):
+            if total is None:
+                return None
+            n = self.plan(b, alt, sh, r, d - 1)
+            total = None if n is None else _add(total, n)
+        return total
 
     def branch_with(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
                     attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int = HORIZON - 1) -> Cost | None:
@@ -549,10 +722,10 @@ class Analysis:
         return total
 
     def branch_feasible(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
-                        attrs: Mapping[str, Any], p: Pattern | None, d: int) -> bool:
-        """Whether some first-branch target lets every branch fit the merge (stops at the first; memoised)."""
-        key = (id(f), id(merge), tuple(sorted(attrs.items(), key=lambda kv: kv[0])),
-               tuple(shapes), p, _depth_key(d - 1, HORIZON, None))
+                        combo: _Combo, p: Pattern | None, d: int) -> bool:
+        """Whether some first-branch target lets every branch fit the merge with ``combo`` (stops at the first; memoised)."""
+        attrs = combo.attrs
+        key = (id(f), id(merge), id(combo), tuple(shapes), p, _depth_key(d - 1, HORIZON, None))
         hit = self._feasible.get(key)
         if hit is None:
             hit = self._feasible[key] = any(self.first_target_fits(f, alt, shapes, merge, attrs, p, d, t)
@@ -605,8 +778,13 @@ class Analysis:
             return tuple(None if i == ax else v for i, v in enumerate(p)), extra
         return (None, extra) if p is None else None
 
-    def route_plans(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None):
-        """Every (pre option, pre fit, post option, post combo, module target, auto attrs) that fits."""
+    def route_plans(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None) -> tuple[tuple, ...]:
+        """Every (pre option, pre fit, post option, post combo, module target, auto attrs) that fits (cached)."""
+        key = (id(f), id(alt), s, p)
+        hit = self._routes.get(key)
+        if hit is not None:
+            return hit
+        out = []
         for pi, pre, powner in self.options(f.args[0], alt):
             for fit in self.fits(pre, powner, (s,), None):
                 pre_attrs = dict(fit[ATTRS], _in=s)
@@ -614,7 +792,9 @@ class Analysis:
                     for c in self.combos(post, qowner):
                         tgt = self.post_target(post, c.attrs, pre, pre_attrs, fit[OUT], p)
                         if tgt is not None:
-                            yield pi, pre, powner, fit, qi, post, qowner, c, tgt[0], tgt[1]
+                            out.append((pi, pre, powner, fit, qi, post, qowner, c, tgt[0], tgt[1]))
+        self._routes[key] = hit = tuple(out)
+        return hit
 
     def _route(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
         best = None
@@ -626,11 +806,14 @@ class Analysis:
         return best
 
 
-@dataclass
 class _Frame:
-    alt: Alternative
-    given: Derivation | None
-    children: list[Derivation | None] = field(default_factory=list)
+    """The alternative being walked, the derivation node replayed (None when sampling) and the children made."""
+
+    __slots__ = ("alt", "given", "children")
+
+    def __init__(self, alt: Alternative, given: Derivation | None) -> None:
+        self.alt, self.given = alt, given
+        self.children: list[Derivation | None] = [None] * len(alt.holes)
 
 
 class Walker:
@@ -647,14 +830,14 @@ class Walker:
         self.program: list[tuple[str, list[int], dict[str, Any], Shape]] = []
         self.params = self.macs = self.nodes = 0
         self.reserved: Cost = ZERO
-        self._choices: list[tuple[str, str]] = []
+        self._choices: list[tuple[str, str, str]] = []
         self.spans: dict[str, Span] = {}
         self.retries = 0
 
     @property
     def choices(self) -> dict[str, str]:
         """The decisions taken, ``{"<rule>@<path>": label}``."""
-        return dict(self._choices)
+        return {f"{rule}@{path}": label for rule, path, label in self._choices}
 
     @property
     def sampling(self) -> bool:
@@ -667,22 +850,22 @@ class Walker:
 
     def _emit(self, op: str, inputs: list[int], attrs: dict[str, Any], ins: list[Shape],
               out: Shape | None = None, params: int | None = None, macs: int | None = None) -> tuple[int, Shape]:
-        spec = get_op(op)
         if out is None:
             try:
-                attrs = spec.resolve(attrs)
-                spec.check_arity(len(ins))
-                out = tuple(int(v) for v in spec.shape(ins, attrs))
+                attrs, out, params, macs = self.an.apply(op, attrs, ins)
             except (ShapeError, ValueError, KeyError, TypeError) as e:
                 raise self._fail(f"{op} on {', '.join(map(str, ins))}: {e}") from None
-            params, macs = int(spec.params(ins, out, attrs)), int(spec.macs(ins, out, attrs))
-        if self.sampling and self.lim.max_width and out[0 if len(out) == 3 else -1] > self.lim.max_width:
-            raise DeadEnd(f"{op} gives {out}, wider than {self.lim.max_width}")
+            if self.record:
+                attrs = dict(attrs)
         self.nodes += 1
         self.params += params or 0
         self.macs += macs or 0
-        if self.sampling and not self._within(0, 0):
-            raise DeadEnd("over budget")
+        if self.rng is not None:
+            lim = self.lim
+            if lim.max_width and out[0 if len(out) == 3 else -1] > lim.max_width:
+                raise DeadEnd(f"{op} gives {out}, wider than {lim.max_width}")
+            if not self._within(0, 0):
+                raise DeadEnd("over budget")
         if self.record:
             self.program.append((op, inputs, attrs, out))
         return len(self.program) - 1 if self.record else self.nodes, out
@@ -704,14 +887,24 @@ class Walker:
         self.reserved = (self.reserved[0] + sign * c[0], self.reserved[1] + sign * c[1],
                          self.reserved[2] + sign * c[2])
 
-    def _choose(self, key_rule: str, path: str, labels: list[str], cands: list[tuple[int, float]]) -> int:
+    def _choose(self, key_rule: str, path: str, cands: list[tuple[int, float]]) -> int:
+        """Draw one candidate ``(alternative, weight)`` by weight (times the prior's, when it has one)."""
         if not cands:
             raise DeadEnd(f"no alternative of '{key_rule}' fits at {path}")
-        if len(cands) == 1 and not self.prior:
-            return cands[0][0]
+        if not self.prior:
+            if len(cands) == 1:
+                return cands[0][0]
+            r = self.rng.random() * sum([wt for _, wt in cands])  # type: ignore[union-attr]
+            acc = 0.0
+            for i, wt in cands:
+                acc += wt
+                if r < acc:
+                    return i
+            return cands[-1][0]
         w = [wt for _, wt in cands]
-        pr = (self.prior.get(f"{key_rule}@{path}") or self.prior.get(key_rule)) if self.prior else None
+        pr = self.prior.get(f"{key_rule}@{path}") or self.prior.get(key_rule)
         if pr:
+            labels = self.an.labels(key_rule)
             pw = [wt * float(pr.get(labels[i], 0.0)) for (i, _), wt in zip(cands, w)]
             if sum(pw) > 0:
                 w = pw
@@ -728,7 +921,7 @@ class Walker:
                 return i
         return cands[-1][0]
 
-    def _choose_lazy(self, key_rule: str, path: str, labels: list[str], cands: list[tuple[int, float]],
+    def _choose_lazy(self, key_rule: str, path: str, cands: list[tuple[int, float]],
                      ok: Callable[[int], bool]) -> int:
         """Like ``_choose`` over the candidates for which ``ok`` holds, testing only those drawn.
 
@@ -737,14 +930,14 @@ class Walker:
         what is drawn instead of for every alternative.
         """
         while True:
-            i = self._choose(key_rule, path, labels, cands)
+            i = self._choose(key_rule, path, cands)
             if ok(i):
                 return i
             cands[:] = [c for c in cands if c[0] != i]
 
     def _record(self, rule: str, path: str, label: str, n_alts: int) -> None:
         if n_alts > 1:
-            self._choices.append((f"{rule}@{path}", label))
+            self._choices.append((rule, path, label))
 
     def _alt_weights(self, rule: str) -> list[float]:
         return self.weights.get(rule) or self.an.weights(rule)
@@ -764,18 +957,28 @@ class Walker:
                 raise SpaceError(f"derivation node {given.rule}#{given.alt} does not fit rule '{name}'")
             i = given.alt
         else:
-            base = self._alt_weights(name)
-            decay = self.g.limits["depth_decay"] ** (self.lim.max_depth - d)
-            cands = [(k, base[k] * (decay if a.recursive else 1.0)) for k, a in enumerate(rule.alts) if base[k] > 0]
-            labels = self.an.labels(name)
+            an = self.an
+            base = self.weights.get(name)
+            if base is None:
+                cands = list(an.candidates(name, self.lim.max_depth - d, self.g.limits["depth_decay"]))
+            else:
+                decay = self.g.limits["depth_decay"] ** (self.lim.max_depth - d)
+                cands = [(k, base[k] * (decay if a.recursive else 1.0))
+                         for k, a in enumerate(rule.alts) if base[k] > 0]
+            key = an.rule_key(name, s, p, d)
 
             def fits_alt(k: int) -> bool:
-                n = self.an.alt(name, k, s, p, d)
+                n = an.alt_plan(name, k, s, p, d, key)
+                if n is None:
+                    return False
+                if self._affords(n):
+                    return True
+                n = an.alt(name, k, s, p, d, key)
                 return n is not None and self._affords(n)
 
             while True:
-                i = self._choose_lazy(name, path, labels, cands, fits_alt)
-                snap = self._snapshot()
+                i = self._choose_lazy(name, path, cands, fits_alt)
+                snap = (len(self.program), self.params, self.macs, self.nodes, len(self._choices))
                 try:
                     return self._expand(rule, i, None, x, s, p, d, path)
                 except DeadEnd:
@@ -790,11 +993,12 @@ class Walker:
                 path: str) -> tuple[Derivation, int, Shape]:
         name = rule.name
         alt = rule.alts[i]
-        self._record(name, path, alt.label, len(rule.alts))
-        fr = _Frame(alt, given, [None] * len(alt.holes))
-        start = (self.nodes, self.params, self.macs)
+        if len(rule.alts) > 1:
+            self._choices.append((name, path, alt.label))
+        fr = _Frame(alt, given)
+        start = (self.nodes, self.params, self.macs) if self.keep_spans else ZERO
         y, out = self.form(alt.form, fr, x, s, p, d, path)
-        if p is not None and not _match(out, p):
+        if p is not None and out != p and not _match(out, p):
             raise self._fail(f"'{name}' at {path} gives {out}, needs {p}")
         der = Derivation(name, i, tuple(fr.children))  # type: ignore[arg-type]
         if self.keep_spans:
@@ -882,11 +1086,11 @@ class Walker:
         else:
             base = self._alt_weights(name)
             cands = [(k, base[k]) for k in range(len(rule.alts)) if base[k] > 0]
-            i = self._choose_lazy(name, sub, self.an.labels(name), cands,
+            i = self._choose_lazy(name, sub, cands,
                                   lambda k: ok(rule.alts[k].form, rule.alts[k]))
         alt = rule.alts[i]
         self._record(name, sub, alt.label, len(rule.alts))
-        child = _Frame(alt, given, [None] * len(alt.holes))
+        child = _Frame(alt, given)
         fr.children[slot.index] = Derivation(name, i, ())
         return alt.form, child, slot.index  # type: ignore[return-value]
 
@@ -907,6 +1111,13 @@ class Walker:
             if not match:
                 raise self._fail(f"{term.head} at {path} does not fit its input")
             fit = match[0]
+        elif len(fits) == 1 and not fits[0][PICKS]:
+            fit = fits[0]
+            if not self._affords((1, fit[PARAMS], fit[MACS])):
+                raise DeadEnd(f"{term.head} at {path} is over budget")
+            if ok is not None and not ok(fit):
+                raise DeadEnd(f"{term.head} at {path} has no combo that fits")
+            return fit
         else:
             fits = [f for f in fits if self._affords((1, f[PARAMS], f[MACS]))]
             if not fits:
@@ -917,12 +1128,11 @@ class Walker:
                 name = owner.alt.holes[h]
                 base = self._alt_weights(name)
                 vals = sorted({f[PICKS][pos][1] for f in fits})
-                labels = self.an.labels(name)
                 cands = [(i, base[i]) for i in vals if base[i] > 0]
                 if ok is None:
-                    v = self._choose(name, f"{path}.{h}", labels, cands)
+                    v = self._choose(name, f"{path}.{h}", cands)
                 else:
-                    v = self._choose_lazy(name, f"{path}.{h}", labels, cands,
+                    v = self._choose_lazy(name, f"{path}.{h}", cands,
                                           lambda i: any(ok(f) for f in fits if f[PICKS][pos][1] == i))
                 fits = [f for f in fits if f[PICKS][pos][1] == v]
             fit = fits[0] if ok is None else next((f for f in fits if ok(f)), None)
@@ -947,7 +1157,7 @@ class Walker:
 
         def split_ok(term: Term, owner: Alternative) -> bool:
             return id(term) in splits and any(
-                an.branch_feasible(f, fr.alt, splits[id(term)], m, c.attrs, p, d)
+                an.branch_feasible(f, fr.alt, splits[id(term)], m, c, p, d)
                 for _, m, mo in an.options(f.args[-1], fr.alt) for c in an.combos(m, mo)[:1])
 
         sterm, sfr, shole = self._pick_option(f.args[0], fr, path, split_ok)
@@ -966,7 +1176,7 @@ class Walker:
         self._close_option(fr, shole, sfr)
 
         def merge_ok(term: Term, owner: Alternative) -> bool:
-            return any(an.branch_feasible(f, fr.alt, shapes, term, c.attrs, p, d)
+            return any(an.branch_feasible(f, fr.alt, shapes, term, c, p, d)
                        for c in an.combos(term, owner)[:1])
 
         mterm, mfr, mhole = self._pick_option(f.args[-1], fr, path, merge_ok)
@@ -984,9 +1194,11 @@ class Walker:
             first_target = base[0]
             cands = an.first_candidates(f, fr.alt, shapes, mterm, mattrs, p)
             for i in self.rng.permutation(len(cands)):  # type: ignore[union-attr]
-                if not an.first_target_fits(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i]):
+                c = an.first_target_plan(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i])
+                if c is None:
                     continue
-                c = an.first_target_cost(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i])
+                if not self._affords(c):
+                    c = an.first_target_cost(f, fr.alt, shapes, mterm, mattrs, p, d, cands[i])
                 if c is not None and self._affords(c):
                     first_target = cands[i]
                     break
@@ -1032,7 +1244,7 @@ class Walker:
 
     def _route(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
         an = self.an
-        every = list(an.route_plans(f, fr.alt, s, p))
+        every = an.route_plans(f, fr.alt, s, p)
         inner_ok: dict[int, bool] = {}
 
         def plan_ok(j: int) -> bool:
