@@ -171,18 +171,33 @@ class Analysis:
         self._combos: dict[int, list[_Combo]] = {}
         self._fits: dict[tuple, tuple[Fit, ...]] = {}
         self._ops: dict[int, int] = {}
+        self._op_tables: dict[int, tuple[int, ...]] = {}
         self._applied: dict[tuple, tuple[dict[str, Any], Shape, int, int]] = {}
         self._routes: dict[tuple, tuple[tuple, ...]] = {}
         self._splits: dict[tuple, tuple[tuple[int | None, Term, Alternative, list[Shape]], ...]] = {}
         self._options: dict[tuple[int, int], tuple[tuple[int | None, Term, Alternative], ...]] = {}
-        self._op_rules: set[str] = set()
+        # Rules of op terms only (bounded by ``ops``) and of combinators only (their node count at the horizon).
+        self.op_rules: set[str] = set()
         self._flat: dict[str, Cost] = {}
         for name, rule in g.rules.items():
             forms = [a.form for a in rule.alts if a.weight > 0]
             if forms and all(isinstance(f, Term) and f.head not in COMBINATORS for f in forms):
-                self._op_rules.add(name)
+                self.op_rules.add(name)
             elif forms and all(isinstance(f, Term) and f.head in COMBINATORS for f in forms):
                 self._flat[name] = (min(len(f.args) - (2 if f.head == "branch" else 0) for f in forms), 0, 0)
+        # Rules whose alternatives all refer to op-only or combinator-only rules: at the horizon their
+        # bound is the op rules' (and, untargeted, the combinators' flat count), with no memo entry.
+        self._refs_at_horizon: dict[str, tuple[list[str], Cost | None]] = {}
+        for name, rule in g.rules.items():
+            alts = [a for a in rule.alts if a.weight > 0]
+            refs = [a.holes[a.form.index] for a in alts if isinstance(a.form, Hole)]
+            if (alts and len(refs) == len(alts) and name not in self.op_rules
+                    and all(r in self.op_rules or r in self._flat for r in refs)):
+                flat = None
+                for r in refs:
+                    if r in self._flat:
+                        flat = _min(flat, self._flat[r])
+                self._refs_at_horizon[name] = ([r for r in refs if r in self.op_rules], flat)
 
     # ---- op terms ---------------------------------------------------------------------------
 
@@ -321,34 +336,65 @@ class Analysis:
 
         It depends on neither depth (given one level) nor horizon, so one entry serves them all.
         """
-        ids = self._shape_ids
-        si, pi = ids.get(s), ids.get(p)
-        if si is None:
-            si = self._shape_id(s)
-        if pi is None:
-            pi = self._shape_id(p)
-        key = self._rule_ids[name] | si << 24 | pi << 52
+        key = self._op_key(name, s, p)
         hit = self._ops.get(key)
         if hit is None:
             best = None
-            for alt in self.g.rules[name].alts:
+            for alt, v in zip(self.g.rules[name].alts, self.op_table(name, s, p, key)):
                 if alt.weight > 0:
-                    for fit in self.fits(alt.form, alt, (s,), p):  # type: ignore[arg-type]
-                        best = _min(best, (1, fit[PARAMS], fit[MACS]))
+                    best = _min(best, _unpack(v))
             self._ops[key] = hit = _pack(best)
         return _unpack(hit)
+
+    def _op_key(self, name: str, s: Shape, p: Pattern | None) -> int:
+        ids = self._shape_ids
+        si = ids.get(s)
+        if si is None:
+            si = self._shape_id(s)
+        pi = 0 if p is None else ids.get(p)
+        if pi is None:
+            pi = self._shape_id(p)
+        return self._rule_ids[name] | si << 24 | pi << 52
+
+    def op_table(self, name: str, s: Shape, p: Pattern | None, key: int | None = None) -> tuple[int, ...]:
+        """For an op-only rule: each alternative's bound (one op, least params and MACs), packed (memoised).
+
+        A walker choosing among the ops of such a rule reads every alternative's bound with one lookup;
+        the fits are filtered from each op's untargeted ones, so targets add no entries to ``fits``'s memo.
+        """
+        if key is None:
+            key = self._op_key(name, s, p)
+        hit = self._op_tables.get(key)
+        if hit is None:
+            out = []
+            for alt in self.g.rules[name].alts:
+                best = None
+                for fit in self.fits(alt.form, alt, (s,), None):  # type: ignore[arg-type]
+                    if p is None or _match(fit[OUT], p):
+                        best = _min(best, (1, fit[PARAMS], fit[MACS]))
+                out.append(_pack(best))
+            self._op_tables[key] = hit = tuple(out)
+        return hit
 
     def _shortcut(self, name: str, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None | bool:
         """The bound without the memo where it is plain: op-only rules, and combinator-only ones at the horizon.
 
         False when there is none (the caller analyses the alternatives).
         """
-        if name in self._op_rules:
+        if name in self.op_rules:
             return self.ops(name, s, p) if d >= 1 else None
         if h <= 0:
             flat = self._flat.get(name)
             if flat is not None:
                 return flat if p is None and d >= 2 else None
+            refs = self._refs_at_horizon.get(name)
+            if refs is not None:
+                if d < 1:
+                    return None
+                best = refs[1] if p is None and d >= 2 else None
+                for r in refs[0]:
+                    best = _min(best, self.ops(r, s, p))
+                return best
         return False
 
     def rule(self, name: str, s: Shape, p: Pattern | None, d: int, h: int = HORIZON) -> Cost | None:
@@ -887,20 +933,36 @@ class Walker:
         self.reserved = (self.reserved[0] + sign * c[0], self.reserved[1] + sign * c[1],
                          self.reserved[2] + sign * c[2])
 
-    def _choose(self, key_rule: str, path: str, cands: list[tuple[int, float]]) -> int:
-        """Draw one candidate ``(alternative, weight)`` by weight (times the prior's, when it has one)."""
-        if not cands:
-            raise DeadEnd(f"no alternative of '{key_rule}' fits at {path}")
-        if not self.prior:
-            if len(cands) == 1:
-                return cands[0][0]
-            r = self.rng.random() * sum([wt for _, wt in cands])  # type: ignore[union-attr]
-            acc = 0.0
-            for i, wt in cands:
-                acc += wt
-                if r < acc:
-                    return i
-            return cands[-1][0]
+    def _choose(self, key_rule: str, path: str, cands: list[tuple[int, float]],
+                ok: Callable[[int], bool] | None = None) -> int:
+        """Draw one candidate ``(alternative, weight)`` by weight (times the prior's, when it has one).
+
+        With ``ok``, the draw is over the candidates for which ``ok`` holds, testing only those drawn:
+        a drawn candidate that fails is removed from ``cands`` (in place) and the draw repeated, the
+        same distribution as filtering first, but the feasibility analysis runs only for what is
+        drawn instead of for every alternative.
+        """
+        while True:
+            if not cands:
+                raise DeadEnd(f"no alternative of '{key_rule}' fits at {path}")
+            if len(cands) == 1 and not self.prior:
+                i = cands[0][0]
+            elif not self.prior:
+                r = self.rng.random() * sum([wt for _, wt in cands])  # type: ignore[union-attr]
+                acc = 0.0
+                i = cands[-1][0]
+                for j, wt in cands:
+                    acc += wt
+                    if r < acc:
+                        i = j
+                        break
+            else:
+                i = self._choose_with_prior(key_rule, path, cands)
+            if ok is None or ok(i):
+                return i
+            cands[:] = [c for c in cands if c[0] != i]
+
+    def _choose_with_prior(self, key_rule: str, path: str, cands: list[tuple[int, float]]) -> int:
         w = [wt for _, wt in cands]
         pr = self.prior.get(f"{key_rule}@{path}") or self.prior.get(key_rule)
         if pr:
@@ -921,20 +983,6 @@ class Walker:
                 return i
         return cands[-1][0]
 
-    def _choose_lazy(self, key_rule: str, path: str, cands: list[tuple[int, float]],
-                     ok: Callable[[int], bool]) -> int:
-        """Like ``_choose`` over the candidates for which ``ok`` holds, testing only those drawn.
-
-        A drawn candidate that fails is removed from ``cands`` (in place) and the draw repeated:
-        the same distribution as filtering first, but the feasibility analysis runs only for
-        what is drawn instead of for every alternative.
-        """
-        while True:
-            i = self._choose(key_rule, path, cands)
-            if ok(i):
-                return i
-            cands[:] = [c for c in cands if c[0] != i]
-
     def _record(self, rule: str, path: str, label: str, n_alts: int) -> None:
         if n_alts > 1:
             self._choices.append((rule, path, label))
@@ -949,8 +997,8 @@ class Walker:
         return self.rule(self.g.start, -1, s, None, self.lim.max_depth, "0", given)
 
     def rule(self, name: str, x: int, s: Shape, p: Pattern | None, d: int, path: str,
-             given: Derivation | None) -> tuple[Derivation, int, Shape]:
-        """Expand one module rule."""
+             given: Derivation | None, checked: bool = False) -> tuple[Derivation, int, Shape]:
+        """Expand one module rule (``checked``: the caller found the rule completes within budget here)."""
         rule = self.g.rules[name]
         if given is not None:
             if given.rule != name or not 0 <= given.alt < len(rule.alts):
@@ -965,19 +1013,29 @@ class Walker:
                 decay = self.g.limits["depth_decay"] ** (self.lim.max_depth - d)
                 cands = [(k, base[k] * (decay if a.recursive else 1.0))
                          for k, a in enumerate(rule.alts) if base[k] > 0]
-            key = an.rule_key(name, s, p, d)
-
-            def fits_alt(k: int) -> bool:
-                n = an.alt_plan(name, k, s, p, d, key)
-                if n is None:
-                    return False
-                if self._affords(n):
+            if checked and len(rule.alts) == 1:
+                def fits_alt(k: int) -> bool:
                     return True
-                n = an.alt(name, k, s, p, d, key)
-                return n is not None and self._affords(n)
+            elif name in an.op_rules:
+                table = an.op_table(name, s, p) if d >= 1 else ()
+
+                def fits_alt(k: int) -> bool:
+                    v = table[k] if table else NO_BOUND
+                    return v >= 0 and self._affords(_unpack(v))  # type: ignore[arg-type]
+            else:
+                key = an.rule_key(name, s, p, d)
+
+                def fits_alt(k: int) -> bool:
+                    n = an.alt_plan(name, k, s, p, d, key)
+                    if n is None:
+                        return False
+                    if self._affords(n):
+                        return True
+                    n = an.alt(name, k, s, p, d, key)
+                    return n is not None and self._affords(n)
 
             while True:
-                i = self._choose_lazy(name, path, cands, fits_alt)
+                i = self._choose(name, path, cands, fits_alt)
                 snap = (len(self.program), self.params, self.macs, self.nodes, len(self._choices))
                 try:
                     return self._expand(rule, i, None, x, s, p, d, path)
@@ -997,7 +1055,12 @@ class Walker:
             self._choices.append((name, path, alt.label))
         fr = _Frame(alt, given)
         start = (self.nodes, self.params, self.macs) if self.keep_spans else ZERO
-        y, out = self.form(alt.form, fr, x, s, p, d, path)
+        f = alt.form
+        if isinstance(f, Hole):
+            fr.children[f.index], y, out = self.rule(alt.holes[f.index], x, s, p, d, f"{path}.{f.index}",
+                                                     self._child(fr, f.index), given is None)
+        else:
+            y, out = self.form(f, fr, x, s, p, d, path)
         if p is not None and out != p and not _match(out, p):
             raise self._fail(f"'{name}' at {path} gives {out}, needs {p}")
         der = Derivation(name, i, tuple(fr.children))  # type: ignore[arg-type]
@@ -1039,7 +1102,6 @@ class Walker:
 
     def _seq(self, f: Term, fr: _Frame, x: int, s: Shape, p: Pattern | None, d: int, path: str) -> tuple[int, Shape]:
         args = f.args
-        targets: list[Pattern | None] = [None] * len(args)
         j = -1
         if self.sampling and p is not None:
             for i in self.rng.permutation(len(args)):  # type: ignore[union-attr]
@@ -1049,17 +1111,18 @@ class Walker:
             else:
                 raise DeadEnd("seq cannot reach target")
         cur = s
+        last = len(args) - 1
         for i, a in enumerate(args):
-            t = None
-            if j >= 0:
-                t = cur if i != j else p
-            later = self._est(args[i + 1:], fr, [cur] * len(args), d - 1) if self.sampling else ZERO
+            t = None if j < 0 else (cur if i != j else p)
+            if i == last or self.rng is None:
+                x, cur = self.form(a, fr, x, cur, t, d - 1, path)
+                continue
+            later = self._est(args[i + 1:], fr, [cur] * len(args), d - 1)
             self._reserve(later, 1)
             try:
                 x, cur = self.form(a, fr, x, cur, t, d - 1, path)
             finally:
                 self._reserve(later, -1)
-            targets[i] = t
         return x, cur
 
     def _snapshot(self) -> tuple:
@@ -1086,7 +1149,7 @@ class Walker:
         else:
             base = self._alt_weights(name)
             cands = [(k, base[k]) for k in range(len(rule.alts)) if base[k] > 0]
-            i = self._choose_lazy(name, sub, cands,
+            i = self._choose(name, sub, cands,
                                   lambda k: ok(rule.alts[k].form, rule.alts[k]))
         alt = rule.alts[i]
         self._record(name, sub, alt.label, len(rule.alts))
@@ -1132,7 +1195,7 @@ class Walker:
                 if ok is None:
                     v = self._choose(name, f"{path}.{h}", cands)
                 else:
-                    v = self._choose_lazy(name, f"{path}.{h}", cands,
+                    v = self._choose(name, f"{path}.{h}", cands,
                                           lambda i: any(ok(f) for f in fits if f[PICKS][pos][1] == i))
                 fits = [f for f in fits if f[PICKS][pos][1] == v]
             fit = fits[0] if ok is None else next((f for f in fits if ok(f)), None)
