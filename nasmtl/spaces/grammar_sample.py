@@ -96,14 +96,23 @@ _WIDE = (1 << 48) - 1
 
 
 def _pack(c: Cost | None) -> int:
-    """A bound as one non-negative int (nodes and params capped, which keeps it a lower bound)."""
+    """A bound as one non-negative int below 2**159 (each part capped, which keeps it a lower bound)."""
     if c is None:
         return NO_BOUND
-    return min(c[0], 0xFFFF) | min(c[1], _WIDE) << 16 | c[2] << 64
+    return min(c[0], 0xFFFF) | min(c[1], _WIDE) << 16 | min(c[2], _WIDE << 47) << 64
 
 
 def _unpack(v: int) -> Cost | None:
     return None if v < 0 else (v & 0xFFFF, (v >> 16) & _WIDE, v >> 64)
+
+
+TABLE_BITS = 160
+"""Bits per alternative in an op table: a packed bound plus one (``_pack`` stays below 2**159)."""
+
+
+def table_entry(table: int, k: int) -> Cost | None:
+    """Alternative ``k``'s bound in an ``Analysis.op_table``."""
+    return _unpack(((table >> (TABLE_BITS * k)) & ((1 << TABLE_BITS) - 1)) - 1)
 
 
 def _match(shape: Shape, pattern: Pattern | None) -> bool:
@@ -171,10 +180,8 @@ class Analysis:
         self._combos: dict[int, list[_Combo]] = {}
         self._fits: dict[tuple, tuple[Fit, ...]] = {}
         self._ops: dict[int, int] = {}
-        self._op_tables: dict[int, tuple[int, ...]] = {}
-        self._applied: dict[tuple, tuple[dict[str, Any], Shape, int, int]] = {}
-        self._routes: dict[tuple, tuple[tuple, ...]] = {}
-        self._splits: dict[tuple, tuple[tuple[int | None, Term, Alternative, list[Shape]], ...]] = {}
+        self._op_tables: dict[int, int] = {}
+        self._applied: dict[tuple, tuple[tuple, Shape, int, int]] = {}
         self._options: dict[tuple[int, int], tuple[tuple[int | None, Term, Alternative], ...]] = {}
         # Rules of op terms only (bounded by ``ops``) and of combinators only (their node count at the horizon).
         self.op_rules: set[str] = set()
@@ -261,10 +268,10 @@ class Analysis:
                         int(spec.macs(list(ins), out, full))))
         return tuple(res)
 
-    def apply(self, op: str, attrs: dict[str, Any], ins: list[Shape]) -> tuple[dict[str, Any], Shape, int, int]:
-        """An op's resolved attributes, output shape, params and MACs on ``ins`` (memoised; raises the op's errors).
+    def apply(self, op: str, attrs: dict[str, Any], ins: list[Shape]) -> tuple[tuple, Shape, int, int]:
+        """An op's resolved attribute items, output shape, params and MACs on ``ins`` (memoised; raises the op's errors).
 
-        The attributes returned may be shared between calls: copy them before changing them.
+        Items rather than a dict keep the memo's entries plain tuples the garbage collector drops.
         """
         try:
             key = (op, tuple(attrs.items()), tuple(ins))
@@ -277,7 +284,7 @@ class Analysis:
         full = spec.resolve(attrs)
         spec.check_arity(len(ins))
         out = tuple(int(v) for v in spec.shape(ins, full))
-        hit = (full, out, int(spec.params(ins, out, full)), int(spec.macs(ins, out, full)))
+        hit = (tuple(full.items()), out, int(spec.params(ins, out, full)), int(spec.macs(ins, out, full)))
         if key is not None:
             self._applied[key] = hit
         return hit
@@ -340,9 +347,10 @@ class Analysis:
         hit = self._ops.get(key)
         if hit is None:
             best = None
-            for alt, v in zip(self.g.rules[name].alts, self.op_table(name, s, p, key)):
+            table = self.op_table(name, s, p, key)
+            for k, alt in enumerate(self.g.rules[name].alts):
                 if alt.weight > 0:
-                    best = _min(best, _unpack(v))
+                    best = _min(best, table_entry(table, k))
             self._ops[key] = hit = _pack(best)
         return _unpack(hit)
 
@@ -356,24 +364,25 @@ class Analysis:
             pi = self._shape_id(p)
         return self._rule_ids[name] | si << 24 | pi << 52
 
-    def op_table(self, name: str, s: Shape, p: Pattern | None, key: int | None = None) -> tuple[int, ...]:
-        """For an op-only rule: each alternative's bound (one op, least params and MACs), packed (memoised).
+    def op_table(self, name: str, s: Shape, p: Pattern | None, key: int | None = None) -> int:
+        """For an op-only rule: each alternative's bound (one op, least params and MACs) in one int (memoised).
 
-        A walker choosing among the ops of such a rule reads every alternative's bound with one lookup;
-        the fits are filtered from each op's untargeted ones, so targets add no entries to ``fits``'s memo.
+        A walker choosing among the ops of such a rule reads every alternative's bound with one lookup
+        (``table_entry``); the fits are filtered from each op's untargeted ones, so targets add no
+        entries to ``fits``'s memo. One int rather than a tuple: the garbage collector never walks it.
         """
         if key is None:
             key = self._op_key(name, s, p)
         hit = self._op_tables.get(key)
         if hit is None:
-            out = []
-            for alt in self.g.rules[name].alts:
+            hit = 0
+            for k, alt in enumerate(self.g.rules[name].alts):
                 best = None
                 for fit in self.fits(alt.form, alt, (s,), None):  # type: ignore[arg-type]
                     if p is None or _match(fit[OUT], p):
                         best = _min(best, (1, fit[PARAMS], fit[MACS]))
-                out.append(_pack(best))
-            self._op_tables[key] = hit = tuple(out)
+                hit |= (_pack(best) + 1) << (TABLE_BITS * k)
+            self._op_tables[key] = hit
         return hit
 
     def _shortcut(self, name: str, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None | bool:
@@ -599,13 +608,8 @@ class Analysis:
             total = _add(total, n)
         return total
 
-    def split_options(self, f: Term, alt: Alternative, s: Shape,
-                      k: int) -> tuple[tuple[int | None, Term, Alternative, list[Shape]], ...]:
-        """Split terms that fit ``s`` into ``k`` branches, with the branch input shapes (cached; not to be changed)."""
-        key = (id(f), id(alt), s, k)
-        hit = self._splits.get(key)
-        if hit is not None:
-            return hit
+    def split_options(self, f: Term, alt: Alternative, s: Shape, k: int) -> list[tuple[int | None, Term, Alternative, list[Shape]]]:
+        """Split terms that fit ``s`` into ``k`` branches, with the branch input shapes."""
         out = []
         for i, term, owner in self.options(f.args[0], alt):
             if term.head == "clone":
@@ -616,8 +620,7 @@ class Analysis:
                 if shapes is not None:
                     out.append((i, term, owner, shapes))
                     break
-        self._splits[key] = hit = tuple(out)
-        return hit
+        return out
 
     @staticmethod
     def group_shapes(s: Shape, k: int, axis: Any) -> list[Shape] | None:
@@ -824,12 +827,12 @@ class Analysis:
             return tuple(None if i == ax else v for i, v in enumerate(p)), extra
         return (None, extra) if p is None else None
 
-    def route_plans(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None) -> tuple[tuple, ...]:
-        """Every (pre option, pre fit, post option, post combo, module target, auto attrs) that fits (cached)."""
-        key = (id(f), id(alt), s, p)
-        hit = self._routes.get(key)
-        if hit is not None:
-            return hit
+    def route_plans(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None) -> list[tuple]:
+        """Every (pre option, pre fit, post option, post combo, module target, auto attrs) that fits.
+
+        Not memoised: the plans hold grammar objects, so a memo of them would be walked by every
+        full garbage collection (tens of milliseconds after ten thousand draws).
+        """
         out = []
         for pi, pre, powner in self.options(f.args[0], alt):
             for fit in self.fits(pre, powner, (s,), None):
@@ -839,8 +842,7 @@ class Analysis:
                         tgt = self.post_target(post, c.attrs, pre, pre_attrs, fit[OUT], p)
                         if tgt is not None:
                             out.append((pi, pre, powner, fit, qi, post, qowner, c, tgt[0], tgt[1]))
-        self._routes[key] = hit = tuple(out)
-        return hit
+        return out
 
     def _route(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
         best = None
@@ -898,11 +900,11 @@ class Walker:
               out: Shape | None = None, params: int | None = None, macs: int | None = None) -> tuple[int, Shape]:
         if out is None:
             try:
-                attrs, out, params, macs = self.an.apply(op, attrs, ins)
+                items, out, params, macs = self.an.apply(op, attrs, ins)
             except (ShapeError, ValueError, KeyError, TypeError) as e:
                 raise self._fail(f"{op} on {', '.join(map(str, ins))}: {e}") from None
             if self.record:
-                attrs = dict(attrs)
+                attrs = dict(items)
         self.nodes += 1
         self.params += params or 0
         self.macs += macs or 0
@@ -1017,11 +1019,11 @@ class Walker:
                 def fits_alt(k: int) -> bool:
                     return True
             elif name in an.op_rules:
-                table = an.op_table(name, s, p) if d >= 1 else ()
+                table = an.op_table(name, s, p) if d >= 1 else 0
 
                 def fits_alt(k: int) -> bool:
-                    v = table[k] if table else NO_BOUND
-                    return v >= 0 and self._affords(_unpack(v))  # type: ignore[arg-type]
+                    n = table_entry(table, k)
+                    return n is not None and self._affords(n)
             else:
                 key = an.rule_key(name, s, p, d)
 
