@@ -294,7 +294,12 @@ def test_grammar_priors_are_production_probabilities(root: Path) -> None:
 
     def share_of_5(prior: Any) -> float:
         r = np.random.default_rng(3)
-        ks = [v for _ in range(50) for k, v in space.choices(space.sample(r, prior)).items() if k.startswith("ksize@")]
+        ks = [v for _ in range(200) for k, v in space.choices(space.sample(r, prior)).items() if k.startswith("ksize@")]
         return ks.count("5") / len(ks)
 
-    assert share_of_5({"ksize": pr.prior["ksize"]}) > share_of_5(None) + 0.2
+    # The prior multiplies the file's weights (1, 3, 1): the expected share of "5" follows from both.
+    file_w = dict(zip(space.analysis.labels("ksize"), space.analysis.weights("ksize")))
+    mixed = {k: w * pr.prior["ksize"][k] for k, w in file_w.items()}
+    expected = mixed["5"] / sum(mixed.values())
+    with_prior, without = share_of_5({"ksize": pr.prior["ksize"]}), share_of_5(None)
+    assert abs(with_prior - expected) < 0.07 and with_prior > without + 0.1, (with_prior, expected, without)
