@@ -20,11 +20,10 @@ import numpy as np
 
 from nasmtl.arch.registry import Shape, ShapeError, get_op
 from nasmtl.spaces.base import Prior, SpaceError
-from nasmtl.spaces.grammar_format import Alternative, Form, GrammarFile, Hole, Term, value_of
+from nasmtl.spaces.grammar_format import COMBINATORS, Alternative, Form, GrammarFile, Hole, Term, value_of
 
 Pattern = tuple  # tuple[int | None, ...] or None for "anything"
 
-COMBINATORS = ("seq", "branch", "route")
 SAME_SHAPE_OPS = frozenset({"identity", "dropout", "relu", "gelu", "sigmoid", "tanh", "softmax",
                             "batchnorm", "layernorm", "posenc"})
 SEQ_RETRIES = 8
