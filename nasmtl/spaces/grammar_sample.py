@@ -346,7 +346,7 @@ class Analysis:
 
         It depends on neither depth (given one level) nor horizon, so one entry serves them all.
         """
-        key = self._op_key(name, s, p)
+        key = self._key(name, -1, s, p, 0, 0)
         hit = self._ops.get(key)
         if hit is None:
             best = None
@@ -357,16 +357,6 @@ class Analysis:
             self._ops[key] = hit = _pack(best)
         return _unpack(hit)
 
-    def _op_key(self, name: str, s: Shape, p: Pattern | None) -> int:
-        ids = self._shape_ids
-        si = ids.get(s)
-        if si is None:
-            si = self._shape_id(s)
-        pi = 0 if p is None else ids.get(p)
-        if pi is None:
-            pi = self._shape_id(p)
-        return self._rule_ids[name] | si << 24 | pi << 52
-
     def op_table(self, name: str, s: Shape, p: Pattern | None, key: int | None = None) -> int:
         """For an op-only rule: each alternative's bound (one op, least params and MACs) in one int (memoised).
 
@@ -375,7 +365,7 @@ class Analysis:
         entries to ``fits``'s memo. One int rather than a tuple: the garbage collector never walks it.
         """
         if key is None:
-            key = self._op_key(name, s, p)
+            key = self._key(name, -1, s, p, 0, 0)
         hit = self._op_tables.get(key)
         if hit is None:
             hit = 0
