@@ -484,7 +484,7 @@ class Analysis:
         h -= 1
         if f.head == "seq":
             for j in range(len(f.args) if p is not None else 1):
-                c = self._seq_plan(f, alt, s, p, d, j, h)
+                c = self.seq_at(f, alt, s, p, d, j, h, self.plan)
                 if c is not None:
                     return c
             return None
@@ -493,7 +493,7 @@ class Analysis:
             for _, _, _, shapes in self.split_options(f, alt, s, k):
                 for _, term, owner in self.options(f.args[-1], alt):
                     for c in self.combos(term, owner)[:1]:
-                        n = self._branch_plan(f, alt, shapes, term, c.attrs, p, d, h)
+                        n = self.branch_with(f, alt, shapes, term, c.attrs, p, d, h, self.plan)
                         if n is not None:
                             return _add(n, (1 + (k if shapes[0] != s else 0), 0, 0))
             return None
@@ -502,35 +502,6 @@ class Analysis:
             if n is not None:
                 return _add(n, (2, plan[3][PARAMS], plan[3][MACS]))
         return None
-
-    def _seq_plan(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, j: int,
-                  h: int) -> Cost | None:
-        """``plan`` of a seq whose ``j``-th module does the change (the others keep shape; any change when untargeted)."""
-        total = ZERO
-        after = p if _concrete(p) else s
-        for i, a in enumerate(f.args):
-            if p is None:
-                n = self.plan(a, alt, s, None, d - 1, h)
-            else:
-                n = self.plan(a, alt, s if i <= j else after, s if i < j else (p if i == j else after), d - 1, h)
-            if n is None:
-                return None
-            total = _add(total, n)
-        return total
-
-    def _branch_plan(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
-                     attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int) -> Cost | None:
-        """``plan`` of the branches for a split and merge (``branch_with`` taking the first way of each)."""
-        targets = self.merge_targets(merge, attrs, len(shapes), p, None)
-        if targets is None:
-            return None
-        total = ZERO
-        for a, sh, t in zip(f.args[1:-1], shapes, targets):
-            n = self.plan(a, alt, sh, t, d - 1, h)
-            if n is None:
-                return None
-            total = _add(total, n)
-        return total
 
     def alt_plan(self, name: str, i: int, s: Shape, p: Pattern | None, d: int, key: int | None = None) -> Cost | None:
         """``plan`` for derivations starting with alternative ``i`` of ``name`` (memoised; ``key``: ``rule_key``'s)."""
@@ -577,25 +548,27 @@ class Analysis:
 
     def _seq(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, h: int) -> Cost | None:
         if p is None:
-            total = ZERO
-            for a in f.args:
-                n = self.form(a, alt, s, None, d - 1, h)
-                if n is None:
-                    return None
-                total = _add(total, n)
-            return total
+            return self.seq_at(f, alt, s, None, d, 0, h)
         best = None
         for j in range(len(f.args)):
             best = _min(best, self.seq_at(f, alt, s, p, d, j, h))
         return best
 
-    def seq_at(self, f: Term, alt: Alternative, s: Shape, p: Pattern, d: int, j: int,
-               h: int = HORIZON - 1) -> Cost | None:
-        """Nodes of a targeted seq whose ``j``-th module does the change (the others keep shape)."""
+    def seq_at(self, f: Term, alt: Alternative, s: Shape, p: Pattern | None, d: int, j: int,
+               h: int = HORIZON - 1, each: Callable[..., Cost | None] | None = None) -> Cost | None:
+        """Nodes of a targeted seq whose ``j``-th module does the change (the others keep shape).
+
+        Untargeted (``p`` None), every module is bounded from ``s`` to anything. ``each`` bounds one
+        module: ``form`` (the default) or ``plan``.
+        """
+        each = each or self.form
         total = ZERO
         after = p if _concrete(p) else s
         for i, a in enumerate(f.args):
-            n = self.form(a, alt, s if i <= j else after, s if i < j else (p if i == j else after), d - 1, h)
+            if p is None:
+                n = each(a, alt, s, None, d - 1, h)
+            else:
+                n = each(a, alt, s if i <= j else after, s if i < j else (p if i == j else after), d - 1, h)
             if n is None:
                 return None
             total = _add(total, n)
@@ -750,14 +723,19 @@ class Analysis:
         return total
 
     def branch_with(self, f: Term, alt: Alternative, shapes: list[Shape], merge: Term,
-                    attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int = HORIZON - 1) -> Cost | None:
-        """Optimistic nodes of the branches for a split and merge (later branches approximated)."""
+                    attrs: Mapping[str, Any], p: Pattern | None, d: int, h: int = HORIZON - 1,
+                    each: Callable[..., Cost | None] | None = None) -> Cost | None:
+        """Optimistic nodes of the branches for a split and merge (later branches approximated).
+
+        ``each`` bounds one branch: ``form`` (the default) or ``plan``.
+        """
+        each = each or self.form
         targets = self.merge_targets(merge, attrs, len(shapes), p, None)
         if targets is None:
             return None
         total = ZERO
         for a, sh, t in zip(f.args[1:-1], shapes, targets):
-            n = self.form(a, alt, sh, t, d - 1, h)
+            n = each(a, alt, sh, t, d - 1, h)
             if n is None:
                 return None
             total = _add(total, n)
