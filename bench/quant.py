@@ -324,26 +324,35 @@ def show(title: str, points: list[Point], lab: Lab | None = None, same_net: tupl
         print(line)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trainings", type=int, default=24, help="trained networks per search (default 24)")
-    p.add_argument("--policies", type=int, default=6, help="joint search evaluations per trained network (default 6)")
+def add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    """The training and evaluation budget every quantization bench takes, with the same defaults."""
     p.add_argument("--steps", type=int, default=300, help="training steps of every network (batch 32)")
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--n-eval", type=int, default=3000,
                    help="validation and test examples each (3000: about ±0.4 points of sampling noise; 1000: ±0.7)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grammar", type=Path, default=None, help="architecture grammar (default: the CNN family)")
     p.add_argument("--latency-runs", type=int, default=30)
+
+
+def prepare(args: argparse.Namespace) -> tuple[MultiTaskDataset, TrainConfig]:
+    """MultiMNIST splits and training config of a run; one torch thread, as latencies are measured on one."""
+    torch.set_num_threads(1)
+    data = multimnist(seed=args.seed, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval)
+    return data, TrainConfig(budget=Budget(steps=args.steps), batch_size=32, lr=2e-3, seed=args.seed)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trainings", type=int, default=24, help="trained networks per search (default 24)")
+    p.add_argument("--policies", type=int, default=6, help="joint search evaluations per trained network (default 6)")
+    add_budget_arguments(p)
+    p.add_argument("--grammar", type=Path, default=None, help="architecture grammar (default: the CNN family)")
     p.add_argument("--head-pool", choices=HEAD_POOLS, default="grid",
                    help="how task heads reduce an image map (default grid: a head still sees left from right)")
     args = p.parse_args()
-    torch.set_num_threads(1)
     t_start = time.perf_counter()
-    data = multimnist(seed=args.seed, n_train=args.n_train, n_val=args.n_eval, n_test=args.n_eval)
+    data, cfg = prepare(args)
     tasks = [t.name for t in data.tasks]
-    heads = {t.name: t.n_outputs for t in data.tasks}
-    cfg = TrainConfig(budget=Budget(steps=args.steps), batch_size=32, lr=2e-3, seed=args.seed)
     if args.grammar is None:
         arch_space = GrammarSpace.from_grammar(load_grammar("<two-branch CNN family>", FAMILY), data.input_shape)
     else:
