@@ -382,8 +382,12 @@ class Engine:
             out = Outcome(trial.number, "pruned", values, reason, seconds)
         else:
             vec = [float(values[n]) for n in self.names]
-            trial.set_user_attr("constraint_violation", self._violations(vec))
-            feasible_now = not any(x > 0 for x in self._violations(vec))
+            violations = self._violations(vec)
+            trial.set_user_attr("constraint_violation", violations)
+            for o, v in zip(self.objectives, violations):
+                if o.bound is not None:
+                    trial.set_constraint(o.name, v)
+            feasible_now = not any(x > 0 for x in violations)
             hv = study_hypervolume(self.study.get_trials(deepcopy=False), self.objectives,
                                    vec if feasible_now else None)
             trial.set_user_attr("hypervolume", hv)
@@ -396,9 +400,10 @@ class Engine:
     def _duplicate(self, trial: optuna.Trial, earlier: int, t0: float) -> Outcome:
         prev = self.study.get_trials(deepcopy=False)[earlier]
         trial.set_user_attr("duplicate_of", earlier)
-        for k in ("constraint_violation",):
-            if k in prev.user_attrs:
-                trial.set_user_attr(k, prev.user_attrs[k])
+        if "constraint_violation" in prev.user_attrs:
+            trial.set_user_attr("constraint_violation", prev.user_attrs["constraint_violation"])
+        for k, v in prev.constraints.items():
+            trial.set_constraint(k, v)
         self.study.tell(trial, list(prev.values))
         out = Outcome(trial.number, "duplicate", dict(zip(self.names, prev.values)),
                       f"same design as trial {earlier}", time.perf_counter() - t0)

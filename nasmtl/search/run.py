@@ -36,12 +36,8 @@ class Run:
     study: optuna.Study
 
 
-def _constraints(t: optuna.trial.FrozenTrial) -> list[float]:
-    return list(t.user_attrs.get("constraint_violation", [0.0]))
-
-
 def _study(name: str, storage: optuna.storages.BaseStorage, cfg: RunConfig, create: bool) -> optuna.Study:
-    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, cfg.search.population, _constraints)
+    sampler = make_sampler(cfg.search.sampler, cfg.search.seed, cfg.search.population)
     if create:
         return optuna.create_study(study_name=name, storage=storage, directions=cfg.directions,
                                    sampler=sampler, load_if_exists=True)

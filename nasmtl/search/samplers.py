@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import optuna
@@ -21,23 +21,24 @@ from nasmtl.config import SAMPLERS
 from nasmtl.search.evolution import EvolutionStrategy
 
 
-def make_sampler(name: str, seed: int, population: int | None = None,
-                 constraints: Callable[[optuna.trial.FrozenTrial], Sequence[float]] | None = None
-                 ) -> optuna.samplers.BaseSampler:
-    """The optuna sampler of a study (``evolution`` proposes designs itself; its study samples at random)."""
+def make_sampler(name: str, seed: int, population: int | None = None) -> optuna.samplers.BaseSampler:
+    """The optuna sampler of a study (``evolution`` proposes designs itself; its study samples at random).
+
+    Objective bounds reach the samplers as the trials' own constraints (``Trial.set_constraint``,
+    set by the engine), which NSGA-II/III and TPE read for constrained domination."""
     if name in ("random", "evolution", "predictor"):
         return optuna.samplers.RandomSampler(seed=seed)
     pop = {} if population is None else {"population_size": max(2, population)}
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, **pop)
+        return optuna.samplers.NSGAIISampler(seed=seed, **pop)
     if name == "nsga3":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.NSGAIIISampler(seed=seed, constraints_func=constraints, **pop)
+            return optuna.samplers.NSGAIIISampler(seed=seed, **pop)
     if name == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     raise ValueError(f"unknown sampler {name!r} (samplers: {', '.join(SAMPLERS)})")
 
 
