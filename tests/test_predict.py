@@ -184,6 +184,15 @@ def _toy(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def test_rank_metrics_are_nan_where_undefined_without_warnings():
+    a = np.array([1.0, 2.0, 3.0, np.nan, 5.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = rank_metrics(np.stack([a, np.full(5, 0.3)], 1), np.stack([a, a], 1), ["ok", "flat"])
+    assert m["ok"]["kendall_tau"] == pytest.approx(1.0) and m["ok"]["spearman"] == pytest.approx(1.0)
+    assert m["ok"]["n"] == 4 and np.isnan(m["flat"]["kendall_tau"]) and np.isnan(m["flat"]["spearman"])
+
+
 def test_ensemble_learns_and_onnx_equals_torch(tmp_path):
     x, y = _toy()
     net = fit_ensemble(x[:120], y[:120], members=4, hidden=32, steps=300)

@@ -125,20 +125,29 @@ def predict_torch(net: EnsembleMLP, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
 # ---- rank metrics --------------------------------------------------------------------------------
 
 
+def _rankable(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The finite pairs of two vectors, or ``None`` where a rank correlation is undefined (under two
+    pairs, or either side constant)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    return (a, b) if len(a) > 1 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
+
+
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b between two vectors (NaN pairs dropped)."""
+    """Kendall's tau-b between two vectors (NaN pairs dropped; NaN where undefined)."""
     from scipy.stats import kendalltau
 
-    ok = np.isfinite(a) & np.isfinite(b)
-    return float(kendalltau(np.asarray(a)[ok], np.asarray(b)[ok]).statistic) if ok.sum() > 1 else float("nan")
+    pairs = _rankable(a, b)
+    return float("nan") if pairs is None else float(kendalltau(*pairs).statistic)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (NaN pairs dropped)."""
+    """Spearman's rank correlation (NaN pairs dropped; NaN where undefined)."""
     from scipy.stats import spearmanr
 
-    ok = np.isfinite(a) & np.isfinite(b)
-    return float(spearmanr(np.asarray(a)[ok], np.asarray(b)[ok]).statistic) if ok.sum() > 1 else float("nan")
+    pairs = _rankable(a, b)
+    return float("nan") if pairs is None else float(spearmanr(*pairs).statistic)
 
 
 def rank_metrics(pred: np.ndarray, true: np.ndarray, outputs: Sequence[str]) -> dict[str, dict[str, float]]:
