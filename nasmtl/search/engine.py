@@ -306,7 +306,10 @@ class Engine:
 
     def run_trial(self) -> Outcome:
         """Ask, propose, evaluate (or copy a duplicate), tell and record one trial."""
-        trial = self.study.ask()
+        with warnings.catch_warnings():
+            # optuna warns that RDB heartbeats belong to Study.optimize; this engine records them itself.
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            trial = self.study.ask()
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         onnx_path = self.run_dir / "trials" / f"{trial.number:05d}.onnx"
