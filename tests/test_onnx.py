@@ -15,6 +15,7 @@ from nasmtl.onnx import (
     OnnxError,
     ParityError,
     check_parity,
+    compact_onnx,
     export_onnx,
     graph_stats,
     load_onnx,
@@ -135,7 +136,10 @@ def test_graph_stats_conv_linear(exported: tuple[TwoHeadCNN, Path]) -> None:
     stats = graph_stats(path)
     assert stats.params == sum(p.numel() for p in model.parameters())
     assert stats.macs == CNN_MACS
-    assert stats.bytes == path.stat().st_size
+    assert stats.file_bytes == path.stat().st_size
+    compact = path.with_name("compact.onnx")
+    assert stats.bytes == compact_onnx(path, compact) == compact.stat().st_size < stats.file_bytes
+    assert graph_stats(compact).bytes == stats.bytes
     assert stats.op_counts["Conv"] == 2 and stats.op_counts["Gemm"] == 2
     assert stats.n_nodes == sum(stats.op_counts.values())
     assert graph_stats(load_onnx(path)).macs == CNN_MACS

@@ -1,7 +1,7 @@
 """ONNX hand-off: export with parity check, graph costs, onnxruntime sessions and latency, quantization."""
 
 from nasmtl.onnx.export import ExportResult, ParityResult, check_parity, export_onnx
-from nasmtl.onnx.graph import GraphStats, OnnxError, ParityError, compact_onnx, graph_stats, load_onnx
+from nasmtl.onnx.graph import GraphStats, OnnxError, ParityError, compact_onnx, compacted, graph_stats, load_onnx
 from nasmtl.onnx.quantize import Precision, QuantResult, quantizable_nodes, quantize
 from nasmtl.onnx.runtime import Latency, measure_latency, run_onnx, session
 
@@ -16,6 +16,7 @@ __all__ = [
     "QuantResult",
     "check_parity",
     "compact_onnx",
+    "compacted",
     "export_onnx",
     "graph_stats",
     "load_onnx",

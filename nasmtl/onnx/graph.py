@@ -111,17 +111,22 @@ _INT32_BIAS_INPUTS: dict[str, set[int]] = {"DequantizeLinear": {0}, "QLinearConv
 
 @dataclass
 class GraphStats:
-    """Static costs of one ONNX graph: weight elements, multiply-accumulates at batch 1, serialized bytes."""
+    """Static costs of one ONNX graph: weight elements, multiply-accumulates at batch 1, bytes.
+
+    ``bytes`` is the size as shipped (``compacted``: no node names or shape annotations), so that it
+    measures weights and structure rather than the exporter's naming; ``file_bytes`` is the size as given.
+    """
 
     params: int
     macs: int
     bytes: int
     n_nodes: int
     op_counts: dict[str, int] = field(default_factory=dict)
+    file_bytes: int = 0
 
 
 def graph_stats(path_or_model: PathLike | onnx.ModelProto | bytes) -> GraphStats:
-    """Params, MACs (batch 1), bytes, node and op counts of an ONNX file or model."""
+    """Params, MACs (batch 1), bytes (as shipped and as given), node and op counts of an ONNX file or model."""
     model, where = as_model(path_or_model)
     if isinstance(path_or_model, (bytes, bytearray)):
         size = len(path_or_model)
@@ -133,20 +138,25 @@ def graph_stats(path_or_model: PathLike | onnx.ModelProto | bytes) -> GraphStats
     return GraphStats(
         params=_count_params(graph),
         macs=_count_macs(model, where),
-        bytes=int(size),
+        bytes=compacted(model).ByteSize(),
         n_nodes=len(graph.node),
         op_counts=dict(Counter(n.op_type for n in graph.node)),
+        file_bytes=int(size),
     )
 
 
-def compact_onnx(src: PathLike, dst: PathLike) -> int:
-    """Write ``src`` to ``dst`` as a deployment would ship it; returns the bytes written.
+def compacted(src: PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a model as a deployment would ship it (checked with onnx's checker).
 
     Node names, doc strings, producer fields and ``value_info`` are dropped and every internal tensor
     (initializers included) is renamed to a short hex id; graph inputs and outputs keep their names,
     so the model computes the same outputs. Files with subgraphs (If/Loop) keep their tensor names.
     """
-    model = load_onnx(src)
+    if isinstance(src, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(src)
+    else:
+        model = load_onnx(src)
     graph = model.graph
     keep = {v.name for v in (*graph.input, *graph.output)}
     nested = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -171,9 +181,16 @@ def compact_onnx(src: PathLike, dst: PathLike) -> int:
     for field_name in ("doc_string", "producer_name", "producer_version"):
         model.ClearField(field_name)
     onnx.checker.check_model(model)
-    data = model.SerializeToString()
+    return model
+
+
+def compact_onnx(src: PathLike, dst: PathLike) -> int:
+    """Write ``src`` to ``dst`` compacted (``compacted``); returns the bytes written."""
+    data = compacted(src).SerializeToString()
     Path(dst).write_bytes(data)
     return len(data)
+
+
 
 
 def _count_params(graph: onnx.GraphProto) -> int:
