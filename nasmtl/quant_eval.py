@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from nasmtl.data import MultiTaskDataset, Split, Task
-from nasmtl.onnx.graph import OnnxError, PathLike, _short, graph_stats, load_onnx
+from nasmtl.onnx.graph import OnnxError, PathLike, _short, compacted, load_onnx
 from nasmtl.onnx.quantize import PRECISIONS as ONNX_PRECISIONS
 from nasmtl.onnx.quantize import quantizable_nodes, quantize
 from nasmtl.onnx.runtime import measure_latency, run_onnx, session
@@ -155,9 +155,9 @@ def mean_primary(values: Mapping[str, float], tasks: Sequence[Task]) -> float:
 
 def measure_onnx(onnx_path: PathLike, data: MultiTaskDataset, split: str = "val", latency_runs: int = 20,
                  threads: int = 1) -> dict[str, float]:
-    """Metrics on ``split``, bytes as shipped (``graph_stats``) and latency (batch 1, median of ``latency_runs``) of one file."""
+    """Metrics on ``split``, bytes as shipped (``compacted``) and latency (batch 1, median of ``latency_runs``) of one file."""
     values = evaluate_onnx(onnx_path, data, split)
-    values["bytes"] = float(graph_stats(onnx_path).bytes)
+    values["bytes"] = float(compacted(onnx_path).ByteSize())
     if latency_runs > 0:
         values["latency_ms"] = measure_latency(onnx_path, runs=latency_runs, warmup=3, threads=threads).median_ms
     return values

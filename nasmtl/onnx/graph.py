@@ -191,8 +191,6 @@ def compact_onnx(src: PathLike, dst: PathLike) -> int:
     return len(data)
 
 
-
-
 def _count_params(graph: onnx.GraphProto) -> int:
     """Elements of weight initializers and non-scalar Constant tensors; quantization scales/zero points excluded."""
     tensors: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
