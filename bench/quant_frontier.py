@@ -73,9 +73,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nasmtl-bench-quant-frontier-") as tmp:
         lab = Lab(data, Path(tmp), cfg, args.latency_runs, 64, "grid")
         cnn = lab.net(net_key(space, seed) if seed is not None else "two-branch-cnn", hand)
-        for policy in POLICIES[:2]:
-            rows.append(("hand design (two branches)", arch_cost(hand).macs,
-                         lab.measure("hand", "hand", cnn, QuantPolicy(tuple(policy.split(","))))))
+        fp32, ref = (lab.measure("hand", "hand", cnn, QuantPolicy(tuple(policy.split(","))))
+                     for policy in POLICIES[:2])
+        rows += [("hand design (two branches)", arch_cost(hand).macs, pt) for pt in (fp32, ref)]
         for name, design in designs.items():
             arch = space.build(design, data.input_shape, heads, "grid")
             net = lab.net(net_key(space, design), arch)
@@ -85,7 +85,6 @@ def main() -> None:
                              lab.measure(name, space.encode(design), net, QuantPolicy(tuple(policy.split(","))))))
         remeasure([r[2] for r in rows], runs=args.latency_runs, rounds=3)
 
-    ref = rows[1][2]
     print(f"\nagainst the hand design all int8: test {ref.test:.3f}, {ref.bytes / 1e3:.1f} kB, {ref.latency_ms:.3f} ms")
     print(f"  {'network':<28} {'M MACs':>6} {'policy, as applied':<34} {'test':>6} {'kB':>7} {'ms':>7} "
           f"{'smaller':>8} {'faster':>7}")

@@ -120,9 +120,9 @@ class GraphStats:
     params: int
     macs: int
     bytes: int
+    file_bytes: int
     n_nodes: int
     op_counts: dict[str, int] = field(default_factory=dict)
-    file_bytes: int = 0
 
 
 def graph_stats(path_or_model: PathLike | onnx.ModelProto | bytes) -> GraphStats:
@@ -139,9 +139,9 @@ def graph_stats(path_or_model: PathLike | onnx.ModelProto | bytes) -> GraphStats
         params=_count_params(graph),
         macs=_count_macs(model, where),
         bytes=compacted(model).ByteSize(),
+        file_bytes=int(size),
         n_nodes=len(graph.node),
         op_counts=dict(Counter(n.op_type for n in graph.node)),
-        file_bytes=int(size),
     )
 
 
