@@ -25,7 +25,8 @@ import numpy as np
 import onnx
 
 from nasmtl.data import MultiTaskDataset, Split, Task
-from nasmtl.onnx.graph import OnnxError, PathLike, _short, compacted, load_onnx
+from nasmtl.onnx.graph import OnnxError, PathLike, _short, load_onnx, shipped_bytes
+from nasmtl.onnx.metadata import copy_metadata
 from nasmtl.onnx.quantize import PRECISIONS as ONNX_PRECISIONS
 from nasmtl.onnx.quantize import quantizable_nodes, quantize
 from nasmtl.onnx.runtime import measure_latency, run_onnx, session
@@ -104,6 +105,8 @@ def apply_policy(fp32_path: PathLike, out_path: PathLike, policy: QuantPolicy, c
                  calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> QuantApplied:
     """Quantize an fp32 ONNX file group by group; the result is checked with onnx's checker and run once.
 
+    The fp32 file's ``metadata_props`` (``nasmtl.onnx.metadata``) are copied into the quantized file.
+
     Unsupported node/precision pairs are skipped with their reason. Should the combined model fail to
     run, the fp32 model is written instead and every node it would have changed is recorded as skipped.
     """
@@ -120,6 +123,8 @@ def apply_policy(fp32_path: PathLike, out_path: PathLike, policy: QuantPolicy, c
         applied = {n: "fp32" for n in groups}
         skipped = {n: reason for n, p in per_node.items() if p != "fp32"}
         seconds, renamed = float("nan"), {}
+    else:
+        copy_metadata(fp32_path, out_path)
     onnx.checker.check_model(str(out_path))
     return QuantApplied(path=out_path, policy=policy, applied=applied, skipped=skipped, groups=groups,
                         bytes=out_path.stat().st_size, seconds=seconds, renamed=renamed)
@@ -157,7 +162,7 @@ def measure_onnx(onnx_path: PathLike, data: MultiTaskDataset, split: str = "val"
                  threads: int = 1) -> dict[str, float]:
     """Metrics on ``split``, bytes as shipped (``compacted``) and latency (batch 1, median of ``latency_runs``) of one file."""
     values = evaluate_onnx(onnx_path, data, split)
-    values["bytes"] = float(compacted(onnx_path).ByteSize())
+    values["bytes"] = float(shipped_bytes(onnx_path))
     if latency_runs > 0:
         values["latency_ms"] = measure_latency(onnx_path, runs=latency_runs, warmup=3, threads=threads).median_ms
     return values

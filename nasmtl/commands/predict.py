@@ -1,4 +1,8 @@
-"""``nasmtl predict FILE.onnx --predictor predictors/NAME.onnx``: predicted objectives of ONNX models."""
+"""``nasmtl predict FILE.onnx --predictor predictors/NAME.onnx``: predicted objectives of ONNX models.
+
+Each model's own metadata (``nasmtl.onnx.metadata``: design, tasks, input, policy, metrics) is
+printed with its prediction, when the file has any.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nasmtl.cli import CommandError
+    from nasmtl.onnx.metadata import describe_metadata, read_metadata
     from nasmtl.predict.model import PredictorError, load_predictor
 
     try:
@@ -31,14 +36,18 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from None
     seconds = time.perf_counter() - start
     for path, m, s in zip(args.files, mean, std):
+        meta = read_metadata(path)
         if args.json:
             print(json.dumps({"file": path, "predictor": str(args.predictor),
                               "encoding_version": pred.card["encoding_version"],
                               "predicted": {o: {"mean": float(a), "std": float(b)}
-                                            for o, a, b in zip(pred.outputs, m, s)}}))
+                                            for o, a, b in zip(pred.outputs, m, s)},
+                              "metadata": meta}))
         else:
             cols = ", ".join(f"{o} {a:.3f} ± {b:.3f}" for o, a, b in zip(pred.outputs, m, s))
             print(f"{path}: {cols}")
+            for line in describe_metadata(meta):
+                print(f"  {line}")
     if not args.json:
         print(f"# {len(args.files)} model(s) encoded and scored in {seconds * 1000:.1f} ms "
               f"with {args.predictor} (trained on {_source(pred.card)})")

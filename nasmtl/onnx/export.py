@@ -7,7 +7,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from nasmtl.onnx.graph import OnnxError, ParityError, PathLike, _short, load_onnx
+from nasmtl.onnx.metadata import MetaValue, write_metadata
 from nasmtl.onnx.runtime import run_onnx, session
 
 Exporter = Literal["torchscript", "dynamo"]
@@ -64,8 +65,12 @@ def export_onnx(
     *,
     opset: int = 17,
     exporter: Exporter = "torchscript",
+    metadata: Mapping[str, MetaValue] | None = None,
 ) -> ExportResult:
-    """Export ``model`` (eval mode) to ``path`` with input ``input``, one output per task and a dynamic batch axis."""
+    """Export ``model`` (eval mode) to ``path`` with input ``input``, one output per task and a dynamic batch axis.
+
+    ``metadata`` goes into the file's ``metadata_props`` (``nasmtl.onnx.metadata``; e.g. ``model_metadata(data)``).
+    """
     path = Path(path)
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
@@ -102,6 +107,8 @@ def export_onnx(
         onnx.checker.check_model(str(path))
     except Exception as exc:
         raise OnnxError(f"{path}: exported model fails the ONNX checker ({_short(exc)})") from None
+    if metadata:
+        write_metadata(path, metadata)
     return ExportResult(path=path, seconds=time.perf_counter() - t0, exporter=exporter)
 
 
