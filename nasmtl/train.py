@@ -7,6 +7,7 @@ Model contract: ``model(x)`` maps a batch ``(batch, *input_shape)`` to ``{task n
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,39 @@ class TrainConfig:
     task_weights: dict[str, float] | None = None
     max_loss: float = 1e4
     eval_batch_size: int = 512
+    eval_steps: tuple[int, ...] | None = None
+    """Validate after exactly these steps (e.g. the rungs of a multi-fidelity schedule) instead of after
+    every epoch; ``on_epoch`` then gets the index of the point reached. Steps past the budget never occur."""
+
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+"""Device names of ``[train] device`` (``resolve_device``)."""
+
+
+class DeviceError(ValueError):
+    """A device that this machine does not have (CUDA asked for without a CUDA build or GPU)."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for a name: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Asking for CUDA on a machine without it is a ``DeviceError`` rather than a failure deep inside the
+    first training step, so a CPU-only machine says plainly what is missing.
+    """
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or re.fullmatch(r"cuda:\d+", name):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r}: no CUDA device on this machine (torch {torch.__version__}, "
+                              "torch.cuda.is_available() is False); use device = \"cpu\" or \"auto\"")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name)
+    raise DeviceError(f"unknown device {name!r} (devices: {', '.join(DEVICES)})")
 
 
 @dataclass
@@ -161,14 +195,29 @@ def _progress_line(epoch: int, epochs: float, loss: float, metrics: Metrics, tas
     return "  ".join(parts)
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n`` examples (a trailing batch of one example is dropped)."""
+    bs = min(batch_size, n)
+    return math.ceil(n / bs) - (1 if n > bs and n % bs == 1 else 0)
+
+
+def budget_steps(budget: Budget, n: int, batch_size: int) -> int | None:
+    """The steps a budget allows on ``n`` examples (``None`` for a budget of seconds only)."""
+    limits = [budget.steps] if budget.steps is not None else []
+    if budget.epochs is not None:
+        limits.append(math.ceil(budget.epochs * steps_per_epoch(n, batch_size)))
+    return min(limits) if limits else None
+
+
 def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
           on_epoch: Callable[[int, Metrics], bool] | None = None, progress: bool = False) -> TrainResult:
     """Train ``model`` on ``data.train`` within the budget, evaluating on ``data.val`` after every (partial) epoch.
 
-    Runs under ``config.seed`` without disturbing the caller's RNG state; a trailing batch of one
+    Runs under ``config.seed`` without disturbing the caller's RNG state, on the model's device (the
+    data stays in host memory and moves there one batch at a time); a trailing batch of one
     example is dropped (batch norm cannot train on it); at least one step is taken. ``on_epoch(
-    epoch_index, val_metrics)`` (0-based index) returning False stops training early. The model is
-    left in eval mode.
+    index, val_metrics)`` (0-based epoch index, or the index of the ``config.eval_steps`` point
+    reached) returning False stops training early. The model is left in eval mode.
     """
     weights = _check_config(data, config)
     tasks = list(data.tasks)
@@ -177,14 +226,14 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
     budget = config.budget
     n = len(data.train)
     bs = min(config.batch_size, n)
-    steps_per_epoch = math.ceil(n / bs) - (1 if n > bs and n % bs == 1 else 0)
+    per_epoch = steps_per_epoch(n, config.batch_size)
     max_steps = math.inf
     if budget.epochs is not None:
-        max_steps = math.ceil(budget.epochs * steps_per_epoch)
+        max_steps = math.ceil(budget.epochs * per_epoch)
     if budget.steps is not None:
         max_steps = min(max_steps, budget.steps)
     max_seconds = budget.seconds if budget.seconds is not None else math.inf
-    total_epochs = max_steps / steps_per_epoch
+    total_epochs = max_steps / per_epoch
 
     x_all = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
     y_all = {t.name: torch.from_numpy(np.ascontiguousarray(data.train.y[t.name])) for t in tasks}
@@ -204,10 +253,28 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
         stopped_early = False
         start = time.perf_counter()
         done = False
+        points = sorted({int(p) for p in config.eval_steps or () if 0 < p <= max_steps})
+        reached = 0
+
+        def checkpoint(train_loss: float, task_sums: dict[str, float], epoch_steps: int) -> Metrics:
+            """Validate now and append the history record (and the progress line)."""
+            metrics = evaluate(model, data.val, tasks, config.eval_batch_size)
+            elapsed = time.perf_counter() - start
+            record = {"epoch": epoch, "epochs": step / per_epoch, "steps": step, "train_loss": train_loss,
+                      "train_losses": {k: v / epoch_steps for k, v in task_sums.items()},
+                      "val": metrics, "seconds": elapsed}
+            if log_vars is not None:
+                record["log_vars"] = dict(zip(names, log_vars.detach().cpu().tolist()))
+            history.append(record)
+            if progress:
+                print(_progress_line(epoch, total_epochs, train_loss, metrics, tasks, elapsed),
+                      file=sys.stderr, flush=True)
+            return metrics
+
         while not done:
             model.train()
             perm = torch.randperm(n, generator=gen)
-            batches = [perm[i:i + bs] for i in range(0, n, bs)][:steps_per_epoch]
+            batches = [perm[i:i + bs] for i in range(0, n, bs)][:per_epoch]
             loss_sum = 0.0
             task_sums = dict.fromkeys(names, 0.0)
             epoch_steps = 0
@@ -239,31 +306,30 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
                 loss_sum += float(total.detach())
                 step += 1
                 epoch_steps += 1
+                if points and step == points[0]:
+                    points.pop(0)
+                    metrics = checkpoint(loss_sum / epoch_steps, task_sums, epoch_steps)
+                    if on_epoch is not None and on_epoch(reached, metrics) is False:
+                        stopped_early = done = True
+                        break
+                    reached += 1
             else:
                 done = step >= max_steps or time.perf_counter() - start >= max_seconds
-            if epoch_steps == 0:
+            if epoch_steps == 0 or stopped_early:
                 break
-            metrics = evaluate(model, data.val, tasks, config.eval_batch_size)
-            elapsed = time.perf_counter() - start
-            record = {"epoch": epoch, "epochs": step / steps_per_epoch, "steps": step,
-                      "train_loss": loss_sum / epoch_steps,
-                      "train_losses": {k: v / epoch_steps for k, v in task_sums.items()},
-                      "val": metrics, "seconds": elapsed}
-            if log_vars is not None:
-                record["log_vars"] = dict(zip(names, log_vars.detach().cpu().tolist()))
-            history.append(record)
-            if progress:
-                print(_progress_line(epoch, total_epochs, record["train_loss"], metrics, tasks, elapsed),
-                      file=sys.stderr, flush=True)
-            if on_epoch is not None and on_epoch(epoch, metrics) is False:
-                stopped_early = True
-                break
+            if config.eval_steps is None:
+                metrics = checkpoint(loss_sum / epoch_steps, task_sums, epoch_steps)
+                if on_epoch is not None and on_epoch(epoch, metrics) is False:
+                    stopped_early = True
+                    break
             epoch += 1
+        if config.eval_steps is not None and not stopped_early and (not history or history[-1]["steps"] != step):
+            metrics = checkpoint(loss_sum / max(epoch_steps, 1), task_sums, max(epoch_steps, 1))
         if not metrics:
             metrics = evaluate(model, data.val, tasks, config.eval_batch_size)
     model.eval()
     return TrainResult(
-        metrics=metrics, history=history, epochs=step / steps_per_epoch, steps=step,
+        metrics=metrics, history=history, epochs=step / per_epoch, steps=step,
         seconds=time.perf_counter() - start, stopped_early=stopped_early,
         log_vars=dict(zip(names, log_vars.detach().cpu().tolist())) if log_vars is not None else None,
     )

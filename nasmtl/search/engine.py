@@ -14,6 +14,7 @@ from it, and it does not count towards the trial budget.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -32,7 +33,7 @@ from nasmtl.config import Objective
 from nasmtl.search.evaluate import Evaluator, TrialFailed, TrialStopped
 from nasmtl.search.hypervolume import hypervolume
 from nasmtl.search.pareto import pareto_indices
-from nasmtl.search.pruning import MultiObjectivePruner
+from nasmtl.search.pruning import Pruner
 from nasmtl.search.samplers import Proposer
 
 MAX_DUPLICATES_IN_A_ROW = 100
@@ -101,9 +102,28 @@ def feasible(t: FrozenTrial) -> bool:
     return not any(v > 0 for v in t.user_attrs.get("constraint_violation", []))
 
 
-def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
-    """The trained, feasible completed trials on the Pareto front (first trial of equal values kept)."""
+def fidelity(t: FrozenTrial) -> float:
+    """The training steps a trial's values were measured after (a run without a schedule: all equal)."""
+    return float(t.user_attrs.get("steps", math.inf))
+
+
+def top_fidelity(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trained, feasible completed trials measured at the highest fidelity any of them reached.
+
+    Under a successive-halving schedule a trial stopped at a low rung is measured after fewer steps,
+    so its values are not comparable with those of a trial trained to the top; the front and the
+    hypervolume are those of the top rung reached so far.
+    """
     pool = [t for t in trained_completes(trials) if feasible(t)]
+    if not pool:
+        return []
+    top = max(fidelity(t) for t in pool)
+    return [t for t in pool if fidelity(t) == top]
+
+
+def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
+    """The feasible completed trials of the top fidelity on the Pareto front (first trial of equal values kept)."""
+    pool = top_fidelity(trials)
     if not pool:
         return []
     idx = pareto_indices([t.values for t in pool], directions)
@@ -117,10 +137,13 @@ def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> l
 
 
 def study_hypervolume(trials: Sequence[FrozenTrial], objectives: Sequence[Objective],
-                      extra: Sequence[float] | None = None) -> float:
-    """Hypervolume of the feasible completed trials (plus ``extra`` values) against the config's reference."""
-    pts = [t.values for t in trained_completes(trials) if feasible(t)]
-    if extra is not None:
+                      extra: Sequence[float] | None = None, extra_fidelity: float = math.inf) -> float:
+    """Hypervolume of the top-fidelity feasible completed trials (plus ``extra`` values measured at
+    ``extra_fidelity``) against the config's reference."""
+    pool = top_fidelity(trials)
+    top = fidelity(pool[0]) if pool else -math.inf
+    pts = [t.values for t in pool] if extra is None or extra_fidelity <= top else []
+    if extra is not None and extra_fidelity >= top:
         pts.append(list(extra))
     if not pts:
         return 0.0
@@ -210,7 +233,7 @@ class Engine:
     proposer: Proposer
     run_dir: Path
     budget: SearchBudget
-    pruner: MultiObjectivePruner | None = None
+    pruner: Pruner | None = None
     trial_timeout: float | None = None
     progress: Callable[[str], None] | None = None
     _observed: set[int] = field(default_factory=set, repr=False)
@@ -352,14 +375,17 @@ class Engine:
             beat.stop()
 
     def _epoch_callback(self, trial: optuna.Trial) -> Callable[[int, dict[str, float]], bool]:
+        prefix = self.pruner.record_key if self.pruner is not None else "epoch"
+
         def on_epoch(epoch: int, partial: dict[str, float]) -> bool:
             rec = {k: float(v) for k, v in partial.items() if k in self.names}
-            trial.set_user_attr(f"epoch:{epoch}", rec)
+            key = f"{prefix}:{epoch}"
+            trial.set_user_attr(key, rec)
             if self.pruner is None:
                 return True
-            others = [t.user_attrs[f"epoch:{epoch}"] for t in self.study.get_trials(
+            others = [t.user_attrs[key] for t in self.study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                if f"epoch:{epoch}" in t.user_attrs and "duplicate_of" not in t.user_attrs]
+                if key in t.user_attrs and "duplicate_of" not in t.user_attrs]
             return not self.pruner.should_stop(epoch, rec, others)
 
         return on_epoch
@@ -377,6 +403,10 @@ class Engine:
                 reason: str = "") -> Outcome:
         seconds = time.perf_counter() - t0
         trial.set_user_attr("seconds", seconds)
+        values = dict(values)
+        for k in ("rung", "steps"):
+            if k in values:
+                trial.set_user_attr(k, int(values.pop(k)))
         for k, v in values.items():
             trial.set_user_attr(f"value:{k}", float(v))
         if state == "pruned":
@@ -392,7 +422,7 @@ class Engine:
                     trial.set_constraint(o.name, v)
             feasible_now = not any(x > 0 for x in violations)
             hv = study_hypervolume(self.study.get_trials(deepcopy=False), self.objectives,
-                                   vec if feasible_now else None)
+                                   vec if feasible_now else None, float(trial.user_attrs.get("steps", math.inf)))
             trial.set_user_attr("hypervolume", hv)
             self.study.tell(trial, vec)
             out = Outcome(trial.number, "complete", values, "", seconds, hv)
@@ -429,7 +459,10 @@ class Engine:
         rec = {"trial": number, "state": out.state, "design": trial.user_attrs.get("design"),
                "choices": trial.user_attrs.get("choices"), "objectives": out.values, "reason": out.reason,
                "seconds": out.seconds, "hypervolume": out.hypervolume, "worker": worker_id(),
-               "epochs": {k: v for k, v in trial.user_attrs.items() if k.startswith("epoch:")}}
+               "epochs": {k: v for k, v in trial.user_attrs.items() if k.startswith(("epoch:", "rung:"))}}
+        for k in ("rung", "steps"):
+            if k in trial.user_attrs:
+                rec[k] = trial.user_attrs[k]
         if out.state == "complete":
             rec["onnx"] = f"trials/{number:05d}.onnx"
         _write_json(self.run_dir / "trials" / f"{number:05d}.json", rec)
@@ -473,6 +506,9 @@ class Engine:
         head = f"trial {out.number:4d} {out.state:9s} done {done}{total} failed {failed} hv {hv:.4g}"
         if out.state in ("complete", "duplicate", "pruned"):
             body = "  ".join(f"{n} {_fmt(out.values[n])}" for n in self.names if n in out.values)
+            steps = self.study.get_trials(deepcopy=False)[out.number].user_attrs.get("steps")
+            if steps is not None:
+                body += f"  ({steps} steps)"
         else:
             body = out.reason
         return f"{head} | {body} | {out.seconds:.1f}s"

@@ -68,11 +68,20 @@ class ArchEvaluator:
     seed: int = 0
     calibration_samples: int = 64
     head_pool: str = "global"
+    device: str = "cpu"
+    """The torch device trainings run on (a name ``nasmtl.train.resolve_device`` accepted)."""
+    rung_steps: tuple[int, ...] | None = None
+    """Multi-fidelity rungs (``nasmtl.search.fidelity.Schedule.steps``): ``on_epoch`` is asked at each, and a
+    False answer ends training there; the trial is then measured and completed at that fidelity."""
     _tasks: list[str] = field(init=False)
     _references: dict[str, dict[str, float]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._tasks = [t.name for t in self.data.tasks]
+
+    def build(self, design: Any) -> Any:
+        """The lowered network of a design (what is trained and exported)."""
+        return self._arch(design)
 
     def static_costs(self, design: Any) -> dict[str, float]:
         """Params and MACs from the IR, known before training (used for partial results)."""
@@ -120,25 +129,30 @@ class ArchEvaluator:
         except Exception as e:
             raise TrialFailed("build", f"design does not build: {e}") from None
         static = self.static_costs(design)
+        policy = getattr(design, "quant", None)
+        if self.rung_steps is not None:
+            static.update(self._file_costs(arch, policy, onnx_path))
         cfg = self.train_config
         if self.seconds is not None:
             b = cfg.budget
             left = max(self.seconds - (time.perf_counter() - start), 1.0)
             secs = left if b.seconds is None else min(b.seconds, left)
             cfg = replace(cfg, budget=Budget(epochs=b.epochs, steps=b.steps, seconds=secs))
-        cfg = replace(cfg, eval_batch_size=eval_batch_size(arch, cfg.eval_batch_size))
+        cfg = replace(cfg, eval_batch_size=eval_batch_size(arch, cfg.eval_batch_size), eval_steps=self.rung_steps)
         stopped: list[tuple[int, dict[str, float]]] = []
+        reached: list[int] = []
 
         def epoch_cb(epoch: int, metrics: Mapping[str, Mapping[str, float]]) -> bool:
             partial = dict(static)
             partial.update(_flatten(metrics))
+            reached.append(epoch)
             if on_epoch is not None and on_epoch(epoch, partial) is False:
                 stopped.append((epoch, partial))
                 return False
             return True
 
         try:
-            model = to_torch(arch, seed=self.seed)
+            model = to_torch(arch, seed=self.seed).to(self.device)
             result = train(model, self.data, cfg, on_epoch=epoch_cb)
         except TrainingDiverged as e:
             raise TrialFailed("nan", str(e)) from None
@@ -148,27 +162,61 @@ class ArchEvaluator:
             if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
                 raise TrialFailed("out of memory", f"out of memory while training: {_short(e)}") from None
             raise
-        if stopped:
+        if stopped and self.rung_steps is None:
             raise TrialStopped(*stopped[-1])
-        if self.seconds is not None and _short_of_budget(result, self.train_config.budget, cfg.budget.seconds or 0):
+        if not stopped and self.seconds is not None and _short_of_budget(result, self.train_config.budget,
+                                                                         cfg.budget.seconds or 0):
             raise TrialFailed("timeout", f"training reached the trial timeout of {self.seconds:g} s "
                                          f"after {result.epochs:.2f} epochs")
         values = _flatten(result.metrics)
-        policy = getattr(design, "quant", None)
+        top = not stopped
+        if self.rung_steps is not None:
+            values.update(rung=float(reached[-1] if reached else 0), steps=float(result.steps))
+        model = model.cpu()
         fp32_path = onnx_path.with_name(onnx_path.stem + ".fp32.onnx") if policy is not None else onnx_path
         export_onnx(model, tuple(self.data.input_shape), fp32_path, self._tasks)
         check_parity(model, fp32_path, self.data.val.x[:64], atol=1e-3, rtol=1e-5)
         stats = graph_stats(fp32_path)
         values.update(params=float(stats.params), macs=float(stats.macs), bytes=float(stats.bytes))
         if policy is not None:
-            values.update(self._quantized(fp32_path, onnx_path, policy))
+            values.update(self._quantized(fp32_path, onnx_path, policy, companions=top))
         elif "latency_ms" in self.objectives:
             values["latency_ms"] = measure_latency(onnx_path, runs=self.latency_runs, warmup=3).median_ms
         values.update(self._task_costs(onnx_path))
         return values
 
-    def _quantized(self, fp32_path: Path, onnx_path: Path, policy: Any) -> dict[str, float]:
-        """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``."""
+    def _file_costs(self, arch: Any, policy: Any, onnx_path: Path) -> dict[str, float]:
+        """``bytes`` (and ``latency_ms`` when an objective) of the design's file, known before training.
+
+        Weights do not change a file's size or its run time, so the untrained network, exported and
+        quantized with the design's policy, gives the costs that multi-fidelity promotion ranks by.
+        """
+        import tempfile
+
+        from nasmtl.arch import to_torch
+        from nasmtl.onnx import export_onnx, graph_stats, measure_latency
+
+        want = [o for o in ("bytes", "latency_ms") if o in self.objectives]
+        if not want:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="nasmtl-cost-", dir=onnx_path.parent) as tmp:
+            path = Path(tmp) / "m.onnx"
+            export_onnx(to_torch(arch, seed=self.seed), tuple(self.data.input_shape), path, self._tasks)
+            if policy is not None:
+                from nasmtl.quant_eval import apply_policy
+
+                q = Path(tmp) / "m.q.onnx"
+                apply_policy(path, q, policy, self.data.train.x[: self.calibration_samples],
+                             calibration_samples=self.calibration_samples)
+                path = q
+            out = {"bytes": float(graph_stats(path).bytes)}
+            if "latency_ms" in want:
+                out["latency_ms"] = measure_latency(path, runs=self.latency_runs, warmup=3).median_ms
+        return {k: out[k] for k in want}
+
+    def _quantized(self, fp32_path: Path, onnx_path: Path, policy: Any, companions: bool = True) -> dict[str, float]:
+        """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``
+        (``companions``; skipped for trials stopped below the top rung, which never reach the report)."""
         import json
 
         from nasmtl.quant_eval import baselines, measure_policy
@@ -177,7 +225,8 @@ class ArchEvaluator:
         try:
             m = measure_policy(fp32_path, onnx_path, policy, calib, self.data, "val", self.latency_runs,
                                calibration_samples=self.calibration_samples)
-            base = baselines(fp32_path, calib, self.data, fp32_path.parent, "val", self.latency_runs)
+            base = baselines(fp32_path, calib, self.data, fp32_path.parent, "val", self.latency_runs) \
+                if companions else {}
         except Exception as e:
             raise TrialFailed("quantization", f"policy {policy} could not be applied or measured: "
                                               f"{_short(e)}") from None
@@ -284,7 +333,29 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
                           "or a fixed layout); with all stages shared there is nothing to compare")
     calib = getattr(getattr(space, "quant_space", None), "calibration_samples", 64)
     return ArchEvaluator(space, data, cfg.objective_names, tc, cfg.search.trial_timeout,
-                         cfg.search.latency_runs, cfg.search.seed, calib, cfg.space.head)
+                         cfg.search.latency_runs, cfg.search.seed, calib, cfg.space.head, config_device(cfg),
+                         schedule(cfg, data).steps if cfg.search.multi_fidelity else None)
+
+
+def config_device(cfg: Any) -> str:
+    """The device of ``[train] device`` on this machine; a ``ConfigError`` naming the key when it has none."""
+    from nasmtl.config import ConfigError
+    from nasmtl.train import DeviceError, resolve_device
+
+    try:
+        return str(resolve_device(cfg.train.device))
+    except DeviceError as e:
+        raise ConfigError(f"{cfg.source}: train.device: {e}") from None
+
+
+def schedule(cfg: Any, data: Any) -> Any:
+    """The run's successive-halving schedule: rungs below the ``[train]`` budget in steps."""
+    from nasmtl.search.fidelity import Schedule
+    from nasmtl.train import Budget, budget_steps
+
+    t, f = cfg.train, cfg.search.fidelity
+    top = budget_steps(Budget(epochs=t.epochs, steps=t.steps), len(data.train), t.batch_size)
+    return Schedule.geometric(int(top), f.rungs, f.eta)
 
 
 EVAL_BYTES = 1 << 30

@@ -10,11 +10,22 @@ Only the objectives known at that epoch take part (e.g. latency is measured afte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
 from nasmtl.search.pareto import to_minimization
+
+
+class Pruner(Protocol):
+    """Decides at each evaluation point whether a running trial stops (the engine's only view of it)."""
+
+    record_key: str
+    """User-attribute prefix of the partial vectors it compares (``epoch:K``, ``rung:K``)."""
+
+    def should_stop(self, index: int, partial: Mapping[str, float], others: Sequence[Mapping[str, float]]) -> bool:
+        """Whether the trial with ``partial`` at point ``index`` stops, given others' records there."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,7 @@ class MultiObjectivePruner:
     min_trials: int = 4
     fraction: float = 0.5
     min_epoch: int = 0
+    record_key: str = "epoch"
 
     def should_stop(self, epoch: int, partial: Mapping[str, float],
                     others: Sequence[Mapping[str, float]]) -> bool:
