@@ -43,6 +43,9 @@ class MultiTaskDataset:
     val: Split
     test: Split
     input_shape: tuple[int, ...]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    """What was done to the raw values before training (e.g. z-scores with the training split's statistics),
+    so a user of an exported model can prepare inputs the same way and read regression outputs back."""
 
     def task(self, name: str) -> Task:
         """The task called ``name``."""
@@ -70,6 +73,7 @@ class MultiTaskDataset:
             "input_shape": list(self.input_shape),
             "splits": {s: len(getattr(self, s)) for s in ("train", "val", "test")},
             "tasks": tasks,
+            **({"preprocessing": self.preprocessing} if self.preprocessing else {}),
         }
 
 
@@ -165,6 +169,35 @@ def random_splits(n: int, val_fraction: float, test_fraction: float, seed: int, 
                         f"(val_fraction={val_fraction}, test_fraction={test_fraction})")
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_val + n_test:]), np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test])
+
+
+def standardized(data: MultiTaskDataset) -> MultiTaskDataset:
+    """Features and regression targets as z-scores with the training split's mean and standard deviation.
+
+    Tabular columns come in their own units (grams, millimetres); a network trains poorly on them and
+    a regression loss in grams squared dwarfs every other task's. The statistics are recorded in
+    ``preprocessing`` (apply ``(x - mean) / std`` to new inputs; outputs ``* std + mean`` give units back).
+    """
+    from dataclasses import replace
+
+    def stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = a.mean(axis=0)
+        std = a.std(axis=0)
+        return mean, np.where(std > 0, std, 1.0)
+
+    xm, xs = stats(data.train.x.astype(np.float64))
+    ys = {t.name: stats(data.train.y[t.name].astype(np.float64)) for t in data.tasks if t.kind == "regression"}
+
+    def split(s: Split) -> Split:
+        y = dict(s.y)
+        for k, (m, sd) in ys.items():
+            y[k] = ((s.y[k] - m) / sd).astype(np.float32)
+        return Split(((s.x - xm) / xs).astype(np.float32), y, s.meta)
+
+    pre = {"inputs": {"standardized": True, "mean": xm.tolist(), "std": xs.tolist()},
+           "targets": {k: {"standardized": True, "mean": np.ravel(m).tolist(), "std": np.ravel(sd).tolist()}
+                       for k, (m, sd) in ys.items()}}
+    return replace(data, train=split(data.train), val=split(data.val), test=split(data.test), preprocessing=pre)
 
 
 def assemble(name: str, x: np.ndarray, labels: Mapping[str, tuple[Task, np.ndarray]], where: str,

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from nasmtl.data.dataset import DataError, MultiTaskDataset, assemble, check_features, check_labels, display_name
+from nasmtl.data.dataset import (DataError, MultiTaskDataset, assemble, check_features, check_labels, display_name,
+                                 standardized)
 from nasmtl.data.multimnist import multimnist
 from nasmtl.data.tasks import TASK_KINDS, Task
 
@@ -95,12 +96,13 @@ def _task_columns(spec: Any, column: str, where: str) -> tuple[str, list[str]]:
 
 def load_csv(path: str | Path, features: Sequence[str] | None, tasks: Mapping[str, Any],
              val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, delimiter: str = ",",
-             name: str | None = None) -> MultiTaskDataset:
+             name: str | None = None, standardize: bool = False) -> MultiTaskDataset:
     """A data set from a CSV file with a header row: numeric feature columns and one column per task.
 
     ``tasks`` maps a column to its kind; a multi-column task (multilabel, multi-dim regression) is
     ``{"kind": ..., "columns": [...]}``. Classification columns hold integer ids or class names.
-    ``features=None`` takes every column not used by a task.
+    ``features=None`` takes every column not used by a task. ``standardize`` z-scores the features and the
+    regression targets with the training split's statistics (``nasmtl.data.dataset.standardized``).
     """
     p = _existing(path)
     if not tasks:
@@ -169,7 +171,8 @@ def load_csv(path: str | Path, features: Sequence[str] | None, tasks: Mapping[st
         if len(cols) == 1 and kind != "multilabel":
             arr = arr[:, 0]
         labels[task_name] = check_labels(task_name, arr, kind, where, lambda i: f"line {lines[i]}")
-    return assemble(name or display_name(p), x, labels, str(p), val_fraction, test_fraction, seed)
+    data = assemble(name or display_name(p), x, labels, str(p), val_fraction, test_fraction, seed)
+    return standardized(data) if standardize else data
 
 
 def _class_column(task: str, cells: list[str], lines: list[int], where: str) -> tuple[Task, np.ndarray]:

@@ -118,4 +118,5 @@ def multimnist(seed: int = 0, n_train: int = 20000, n_val: int = 2000, n_test: i
     rngs = [np.random.default_rng([seed, 2, k]) for k in range(3)]
     train, val, test = (_pairs(p, n, r, canvas, shift) for p, n, r in zip(pools, (n_train, n_val, n_test), rngs))
     tasks = (Task("left", "classification", 10), Task("right", "classification", 10))
-    return MultiTaskDataset("multimnist", tasks, train, val, test, (1, canvas, canvas))
+    return MultiTaskDataset("multimnist", tasks, train, val, test, (1, canvas, canvas),
+                            {"inputs": {"scaling": "pixels / 255, in [0, 1]; the left digit near the top-left corner"}})
