@@ -11,7 +11,7 @@ Three ways to a small, fast two-task model, every model trained with the same bu
     a policy is applied after training, so trying another policy on a trained network costs a
     quantization and a measurement, not a training.
 
-Both searches use the same architecture space: by default FAMILY below, the grammar of the
+Both searches use the same architecture space: by default FAMILY (``grammars/convnet.lark``), the grammar of the
 two-branch CNN's family (stem and block widths, kernel sizes, pooling, strides, a block ending in
 global pooling, a flattened grid or a dense neck; the hand design is one of its sentences), or any
 grammar file given with ``--grammar`` (e.g. ``grammars/cnn.lark``), and the same layouts (which
@@ -64,30 +64,8 @@ HAND_STRINGS = (
     "maxpool(k=2,stride=2),conv(out=64,k=3),batchnorm,relu,identity))",
 )
 """The hand-designed CNN written in FAMILY (with and without the dense neck of ``nasmtl.examples``)."""
-FAMILY = """\
-// The hand-designed two-branch CNN's family: a conv stem, then a conv block (copied per task group)
-// that ends in the heads' own pooling (identity neck), a flattened grid, or a flattened grid and a linear layer.
-//@ start net
-//@ input 1,36,36
-//@ limits max_depth=4 max_nodes=24
-
-net: "seq(" stem "," block ")"
-
-stem: "seq(conv(out=" width ",k=3),batchnorm,relu," pool ")"       //@ 2
-    | "seq(conv(out=" width ",k=3,stride=2),batchnorm,relu)"       //@ 1
-
-block: "seq(conv(out=" wide ",k=" ksize "),batchnorm,relu," pool ",conv(out=" wide ",k=" ksize "),batchnorm,relu," neck ")"  //@ 2
-     | "seq(conv(out=" wide ",k=" ksize ",stride=2),batchnorm,relu,conv(out=" wide ",k=" ksize "),batchnorm,relu," neck ")"  //@ 1
-     | "seq(conv(out=" wide ",k=" ksize "),batchnorm,relu," pool "," neck ")"                                                //@ 1
-
-neck: "identity" | "seq(" pool ",flatten)" | "seq(" pool ",flatten,linear(out=" hidden "),relu)"   //@ 1 1 2
-
-pool: "maxpool(k=2,stride=2)" | "avgpool(k=2,stride=2)"   //@ 2 1
-width: "8" | "16" | "32"
-wide: "8" | "16" | "32" | "64"
-hidden: "32" | "64" | "128" | "256"
-ksize: "3" | "5"                                          //@ 3 1
-"""
+FAMILY = (ROOT / "grammars" / "convnet.lark").read_text(encoding="utf-8")
+"""The grammar of the two-branch CNN's family, as shipped (``grammars/convnet.lark``)."""
 
 
 @dataclass

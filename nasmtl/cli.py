@@ -54,7 +54,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = [CommandError, OpError, ShapeError, SpaceError,
                                        FileNotFoundError, NotImplementedError]
     for mod, name in (("nasmtl.data", "DataError"), ("nasmtl.onnx", "OnnxError"),
-                      ("nasmtl.config", "ConfigError")):
+                      ("nasmtl.config", "ConfigError"), ("nasmtl.train", "DeviceError"),
+                      ("nasmtl.search.final", "FinalTrainingError")):
         try:
             errs.append(getattr(importlib.import_module(mod), name))
         except (ImportError, AttributeError):

@@ -38,19 +38,18 @@ LAYOUT_MODES = ("search", "shared", "separate")
 SAMPLERS = ("random", "nsga2", "nsga3", "tpe", "evolution", "predictor")
 
 DEFAULT_TOML = """\
-# The embedded default run of `nasmtl search`: MultiMNIST (two digit tasks), the einspace grammar
-# with a MACs cap, layout and quantization co-searched, started from the shipped ResNet-, ViT- and
-# Mixer-like baselines; a small training budget, under ten minutes on two CPU cores.
+# The embedded default run of `nasmtl search`: MultiMNIST (two digit tasks), the family of the hand-designed
+# two-branch CNN (grammars/convnet.lark) with layout and quantization co-searched, started from the hand design.
+# Trials train under a successive-halving schedule (40, 120, 360 steps); the finalists and the baselines are
+# then trained from scratch for 600 steps and measured on the test split. About ten minutes on two CPU cores.
 [data]
 name = "multimnist"
-n_train = 4000
-n_val = 500
-n_test = 500
+n_train = 20000
+n_val = 1000
+n_test = 2000
 
 [space]
-grammar = "grammars/einspace.lark"
-max_macs = 5_000_000
-max_params = 200_000
+grammar = "grammars/convnet.lark"
 head = "grid"                           # heads keep a coarse 2x2 map: which digit is left or right
 layout = "search"                       # where the two tasks share stages and where they branch
 quant = "search_spaces/quant.toml"      # a precision per stage (fp32, int8 static/dynamic, int4 weights)
@@ -70,22 +69,30 @@ ref = 0.0
 [[objectives]]
 name = "bytes"                          # of the quantized ONNX file as shipped (MACs do not see quantization)
 direction = "minimize"
-ref = 2_000_000
+ref = 4_000_000
 
-[train]
-epochs = 3
-seconds = 15
-batch_size = 32
-lr = 0.003
+[train]                                 # a trial's training at the top rung of the schedule
+steps = 360
+batch_size = 128
+lr = 0.001
+device = "auto"
 
 [search]
 sampler = "evolution"
-trials = 40
-seconds = 540
+trials = 30
 seed = 0
-trial_timeout = 60
-population = 10
-start = ["grammars/baselines/resnet.txt", "grammars/baselines/vit.txt", "grammars/baselines/mixer.txt"]
+trial_timeout = 300
+population = 8
+start = ["grammars/baselines/two_branch_cnn.txt"]
+baselines = ["auto"]                    # the hand CNN and grammars/baselines/ (ResNet-, ViT-, Mixer-like)
+
+[search.fidelity]                       # successive halving: rungs of 40, 120 and 360 steps
+rungs = 3
+eta = 3
+
+[final]                                 # finalists and baselines: from scratch, the same budget, test split
+steps = 600
+members = 3
 """
 
 
@@ -160,6 +167,38 @@ class TrainSettings:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     loss_weighting: str = "equal"
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` (``nasmtl.train.resolve_device``)."""
+
+
+@dataclass
+class Fidelity:
+    """Successive halving over training steps: many short trainings, the best by Pareto rank trained longer.
+
+    The ``[train]`` budget is the top rung; the rungs below it are that budget divided by ``eta``,
+    ``eta**2``, ... (``rungs`` in all). A trial that reaches a rung goes on to the next only when it is
+    in the best ``1/eta`` of the trials measured at that rung; otherwise it is measured and completed
+    there. ``enabled`` unset: on, unless multi-objective early stopping is enabled instead.
+    """
+
+    enabled: bool | None = None
+    rungs: int = 3
+    eta: float = 3.0
+
+
+@dataclass
+class FinalSettings:
+    """Final training: the finalists of a search and its baselines, trained from scratch with this budget.
+
+    Budget keys not given are the ``[train]`` ones. ``members`` Pareto members are retrained when the
+    search ends (0: none; ``nasmtl retrain`` does it later), measured on the test split.
+    """
+
+    epochs: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    members: int = 3
 
 
 @dataclass
@@ -191,6 +230,16 @@ class SearchSettings:
     """Designs a fresh search trains first: design strings or files holding one (``nasmtl.search.start``)."""
     predictor_skip: bool = False
     """``predictor`` sampler, several objectives: decline candidates predicted unable to reach the front."""
+    fidelity: Fidelity = field(default_factory=Fidelity)
+    baselines: list[str] = field(default_factory=lambda: ["auto"])
+    """Hand designs trained with the finalists' budget: built-in names, design strings or files (``nasmtl.search.baselines``)."""
+
+    @property
+    def multi_fidelity(self) -> bool:
+        """Whether the successive-halving schedule is on (see ``Fidelity.enabled``)."""
+        if self.fidelity.enabled is None:
+            return not self.early_stopping.enabled
+        return self.fidelity.enabled
 
 
 @dataclass
@@ -203,6 +252,7 @@ class RunConfig:
     tasks: list[str] | None = None
     train: TrainSettings = field(default_factory=TrainSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
+    final: FinalSettings = field(default_factory=FinalSettings)
     source: str = "<default>"
     base_dir: str = "."
 
@@ -369,6 +419,7 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{src}: {where} ({o.name}, minimised) needs 'ref' or 'bound' "
                               "(the hypervolume reference point)")
     t, se = cfg.train, cfg.search
+    es = se.early_stopping
     if t.epochs is None and t.steps is None and t.seconds is None:
         raise ConfigError(f"{src}: [train] needs epochs, steps or seconds")
     for key, v in (("train.epochs", t.epochs), ("train.steps", t.steps), ("train.seconds", t.seconds),
@@ -378,6 +429,29 @@ def _validate(cfg: RunConfig) -> None:
                    ("search.max_failures", se.max_failures)):
         if v is not None and not v > 0:
             raise ConfigError(f"{src}: {key} must be > 0, got {v}")
+    f = cfg.final
+    for key, v in (("final.epochs", f.epochs), ("final.steps", f.steps), ("final.batch_size", f.batch_size),
+                   ("final.lr", f.lr)):
+        if v is not None and not v > 0:
+            raise ConfigError(f"{src}: {key} must be > 0, got {v}")
+    if f.members < 0:
+        raise ConfigError(f"{src}: final.members must be >= 0, got {f.members}")
+    if f.epochs is None and f.steps is None and t.epochs is None and t.steps is None:
+        raise ConfigError(f"{src}: [final] needs epochs or steps when [train] gives only seconds "
+                          "(final training is budgeted in steps or epochs, so results do not depend on machine load)")
+    if not _device_name_ok(t.device):
+        raise ConfigError(f"{src}: train.device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {t.device!r}")
+    fid = se.fidelity
+    if fid.rungs < 1:
+        raise ConfigError(f"{src}: search.fidelity.rungs must be >= 1, got {fid.rungs}")
+    if not fid.eta > 1:
+        raise ConfigError(f"{src}: search.fidelity.eta must be > 1, got {fid.eta}")
+    if fid.enabled and es.enabled:
+        raise ConfigError(f"{src}: search.fidelity and search.early_stopping are two ways to cut trainings short; "
+                          "enable one of them")
+    if se.multi_fidelity and t.epochs is None and t.steps is None:
+        raise ConfigError(f"{src}: search.fidelity needs [train] steps or epochs (its rungs are fractions of that "
+                          "budget); give them, or set search.fidelity.enabled = false")
     if se.trials is None and se.seconds is None:
         raise ConfigError(f"{src}: [search] needs a budget: trials and/or seconds")
     if se.sampler not in SAMPLERS:
@@ -386,13 +460,19 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{src}: search.priors must be \"auto\", a bank file (.jsonl) or false, got an empty string")
     if se.predictor_skip and se.sampler != "predictor":
         raise ConfigError(f"{src}: search.predictor_skip needs sampler = \"predictor\", got {se.sampler!r}")
-    es = se.early_stopping
     if not 0 < es.fraction <= 1:
         raise ConfigError(f"{src}: search.early_stopping.fraction must be in (0, 1], got {es.fraction}")
     if es.min_trials < 1 or es.min_epoch < 0:
         raise ConfigError(f"{src}: search.early_stopping.min_trials must be >= 1 and min_epoch >= 0")
     if cfg.tasks is not None and not cfg.tasks:
         raise ConfigError(f"{src}: tasks, when given, must name at least one task")
+
+
+def _device_name_ok(name: str) -> bool:
+    """Whether ``name`` is a device name (whether this machine has it is checked where training starts)."""
+    import re
+
+    return re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name).strip().lower()) is not None
 
 
 def load_config(path: str | Path) -> RunConfig:

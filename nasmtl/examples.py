@@ -38,3 +38,22 @@ def two_branch_cnn(input_shape: Shape, heads: Mapping[str, int], width: int = 32
     tasks = list(heads)
     layout = [[tasks], [[t] for t in tasks]]
     return compose(stages, layout, heads)
+
+
+def shared_mlp_stages(input_shape: Shape, width: int = 64) -> list[Arch]:
+    """Two dense stages of ``width`` units (linear, batch norm, ReLU each), flattening first when needed."""
+    first: list[tuple[str, dict]] = [("flatten", {})] if len(input_shape) > 1 else []
+    s0 = _stage(input_shape, first + [("linear", {"out": width}), ("batchnorm", {}), ("relu", {})])
+    s1 = _stage(s0.shape(s0.outputs["out"]), [("linear", {"out": width}), ("batchnorm", {}), ("relu", {})])
+    return [s0, s1]
+
+
+def shared_mlp(input_shape: Shape, heads: Mapping[str, int], width: int = 64) -> Arch:
+    """The usual hand design for multi-task tabular data: two shared dense layers, one linear head per task."""
+    stages = shared_mlp_stages(input_shape, width)
+    tasks = list(heads)
+    return compose(stages, [[tasks], [tasks]], heads)
+
+
+BUILTIN_BASELINES = {"two-branch-cnn": two_branch_cnn, "shared-mlp": shared_mlp}
+"""Hand designs a run can name in ``[search] baselines`` (``name(input_shape, heads) -> Arch``)."""

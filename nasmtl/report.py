@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
-from nasmtl.config import RunConfig
 from nasmtl.search.engine import pareto_trials, study_hypervolume, trained_completes
+from nasmtl.search.final import FinalRecord, Verdict, baseline_rows, final_budget, load_final, verdicts
 
 
 @dataclass
@@ -44,6 +44,36 @@ class RunReport:
     points: list[tuple[int, list[float]]] = field(default_factory=list)
     priors: dict[str, Any] | None = None
     """Transferred priors of the run (source tasks and weights, warm-start designs), if it used them."""
+    final_budget: str = ""
+    """The budget the final records were trained with (``FinalBudget.describe``)."""
+    final: list[FinalRecord] = field(default_factory=list)
+    """Finalists and baselines trained from scratch at ``final_budget``, measured on the test split."""
+    verdicts: list[Verdict] = field(default_factory=list)
+    """For each baseline (as designed and all int8), whether a found model beats it on test."""
+
+    def final_columns(self) -> list[str]:
+        """The measures shown for final models: the run's objectives, then latency, params and MACs."""
+        extra = [k for k in ("latency_ms", "params", "macs") if k not in self.objectives]
+        return [*self.objectives, *extra]
+
+    def final_rows(self) -> list[tuple[str, dict[str, float]]]:
+        """``(label, test values)`` of each found model, then each baseline as designed and all int8."""
+        rows = [(f"trial {r.trial}", r.test) for r in self.final if r.kind == "found"]
+        return rows + baseline_rows(self.final)
+
+    def final_table(self) -> str:
+        """The final models on the test split and the verdicts, as plain text ('' without final records)."""
+        if not self.final:
+            return ""
+        cols = self.final_columns()
+        rows = [[label, *(_fmt(v[c]) if c in v else "-" for c in cols)] for label, v in self.final_rows()]
+        heads = ["model", *cols]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+        lines = [f"final training from scratch ({self.final_budget}), test split:",
+                 "  ".join(h.ljust(w) for h, w in zip(heads, widths))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        lines += [v.text for v in self.verdicts]
+        return "\n".join(lines)
 
     def priors_line(self) -> str:
         """Which tasks the priors came from and how much each weighed ('' without priors)."""
@@ -59,7 +89,13 @@ class RunReport:
                 "hypervolume": self.hypervolume, "objectives": dict(zip(self.objectives, self.directions)),
                 "pareto": [{"trial": m.trial, "objectives": m.objectives, "design": m.design,
                             **({"baselines": m.baselines} if m.baselines else {})} for m in self.pareto],
-                "priors": self.priors}
+                "priors": self.priors,
+                "final": {"budget": self.final_budget,
+                          "models": [{"name": r.name, "kind": r.kind, "trial": r.trial, "design": r.design,
+                                      "test": r.test, "val": r.val, "variants": r.variants, "onnx": r.onnx}
+                                     for r in self.final],
+                          "verdicts": [{"found": v.found, "baseline": v.baseline, "beats": v.beats, "text": v.text}
+                                       for v in self.verdicts]}}
 
     def table(self) -> str:
         """A plain-text table of the Pareto members."""
@@ -97,35 +133,37 @@ def _fmt(v: float) -> str:
 
 def load_report(run_dir: Path, storage_url: str | None = None) -> RunReport:
     """The report of run directory ``run_dir`` (its storage from ``run.json`` unless given)."""
-    import optuna
+    from nasmtl.search.run import open_run
 
-    from nasmtl.search.run import RUN_FILE
-    from nasmtl.search.storage import StorageError, open_storage
-
-    run_dir = Path(run_dir)
-    meta = run_dir / RUN_FILE
-    if not meta.is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no {RUN_FILE})")
-    info = json.loads(meta.read_text())
-    storage = open_storage(storage_url or info.get("storage"), run_dir)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = info["name"]
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise StorageError(f"{run_dir}: its storage holds no study {name!r}") from None
-    cfg = RunConfig.from_dict(study.user_attrs["config"], f"study {name!r}")
+    run = open_run(Path(run_dir), storage_url)
+    study, cfg, name = run.study, run.config, run.name
     trials = study.get_trials(deepcopy=False)
     names, dirs = cfg.objective_names, cfg.directions
     members = [ParetoMember(t.number, dict(zip(names, t.values)), t.user_attrs.get("design", ""), _baselines(t))
                for t in pareto_trials(trials, dirs)]
     done = sorted(trained_completes(trials), key=lambda t: (t.datetime_complete, t.number))
     curve = [(t.number, study_hypervolume(done[: i + 1], cfg.objectives)) for i, t in enumerate(done)]
+    by_tag = load_final(run.dir)
+    tag = final_budget(cfg).tag
+    if tag not in by_tag and by_tag:
+        tag = max(by_tag, key=lambda k: len(by_tag[k]))
+    final = sorted(by_tag.get(tag, []), key=lambda r: (r.kind != "found", r.order, r.trial or 0, r.name))
+    described = _describe_tag(final)
     return RunReport(name, names, dirs, len(trained_completes(trials)),
                      sum(t.state == TrialState.FAIL for t in trials),
                      sum(t.state == TrialState.PRUNED for t in trials),
                      study_hypervolume(trials, cfg.objectives), members, curve,
-                     [(t.number, list(t.values)) for t in done], priors=study.user_attrs.get("priors"))
+                     [(t.number, list(t.values)) for t in done], priors=study.user_attrs.get("priors"),
+                     final_budget=described, final=final, verdicts=verdicts(final, cfg.objectives))
+
+
+def _describe_tag(records: list[FinalRecord]) -> str:
+    """The budget of a group of final records, in words."""
+    if not records:
+        return ""
+    from nasmtl.search.final import FinalBudget
+
+    return FinalBudget(**records[0].budget).describe()
 
 
 def write_plots(rep: RunReport, out_dir: Path) -> list[Path]:
@@ -157,6 +195,8 @@ def write_plots(rep: RunReport, out_dir: Path) -> list[Path]:
         fig.savefig(p, dpi=100)
         plt.close(fig)
         paths.append(p)
+    if rep.final:
+        paths.append(_final_plot(rep, out_dir, plt))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if rep.hv_curve:
         ax.plot(range(1, len(rep.hv_curve) + 1), [h for _, h in rep.hv_curve], "-", c="#1f77b4")
@@ -169,6 +209,51 @@ def write_plots(rep: RunReport, out_dir: Path) -> list[Path]:
     plt.close(fig)
     paths.append(p)
     return paths
+
+
+def _final_plot(rep: RunReport, out_dir: Path, plt: Any) -> Path:
+    """Test quality (mean of the task objectives) against the first cost objective of each final model."""
+    cols = rep.final_columns()
+    quality = [o for o, d in zip(rep.objectives, rep.directions) if "." in o and d == "maximize"
+               and o.split(".", 1)[1] not in ("params", "macs", "bytes", "latency_ms")]
+    cost = next((o for o, d in zip(rep.objectives, rep.directions) if d == "minimize"), "bytes")
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, v in rep.final_rows():
+        if cost not in v or not quality or any(q not in v for q in quality):
+            continue
+        y = float(np.mean([v[q] for q in quality]))
+        found = label.startswith("trial ")
+        ax.scatter([v[cost]], [y], s=40 if found else 30, marker="o" if found else "s",
+                   c="#d62728" if found else "#1f77b4")
+        ax.annotate(label, (v[cost], y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{cost} (test file; log scale)")
+    ax.set_ylabel("mean of " + ", ".join(quality) if len(quality) > 1 else (quality[0] if quality else cols[0]))
+    ax.set_title(f"final models, test split (red: found, blue: baselines)", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    p = out_dir / "final_models.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def _final_html(rep: RunReport) -> str:
+    """The final-models section of the HTML page: a table and one verdict line per baseline."""
+    if not rep.final:
+        return ("<h2>Final models</h2><p>No final training yet: <code>nasmtl retrain RUN --pareto --with-baselines"
+                "</code> trains the Pareto members and the baselines from scratch at the final budget.</p>")
+    cols = rep.final_columns()
+    heads = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        f"<tr><td>{'<b>' if label.startswith('trial ') else ''}{html.escape(label)}"
+        f"{'</b>' if label.startswith('trial ') else ''}</td>"
+        + "".join(f"<td>{_fmt(v[c]) if c in v else '-'}</td>" for c in cols) + "</tr>"
+        for label, v in rep.final_rows())
+    lines = "".join(f'<li style="color:{"#1a7f37" if v.beats else "#b00020"}">{html.escape(v.text)}</li>'
+                    for v in rep.verdicts)
+    return (f"<h2>Final models (trained from scratch, {html.escape(rep.final_budget)}; test split)</h2>"
+            f"<table><tr><th>model</th>{heads}</tr>{body}</table><ul>{lines}</ul>")
 
 
 def write_html(rep: RunReport, images: list[Path], path: Path) -> Path:
@@ -187,7 +272,8 @@ tr:nth-child(even){{background:#f4f4f4}}code{{font-size:85%}}img{{margin:4px}}</
 <p>{rep.completed} completed, {rep.failed} failed, {rep.pruned} stopped early; hypervolume {rep.hypervolume:.6g};
 {len(rep.pareto)} Pareto member(s).</p>
 {f"<p>{html.escape(rep.priors_line())}</p>" if rep.priors else ""}
-<h2>Pareto members</h2><table><tr><th>trial</th>{heads}<th>same model: fp32; all-int8</th><th>design</th></tr>{rows}</table>
+{_final_html(rep)}
+<h2>Pareto members (search, validation split)</h2><table><tr><th>trial</th>{heads}<th>same model: fp32; all-int8</th><th>design</th></tr>{rows}</table>
 <h2>Plots</h2>{imgs}</body></html>
 """
     path.write_text(page, encoding="utf-8")

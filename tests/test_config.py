@@ -43,10 +43,12 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_and_example_configs(root: Path) -> None:
     d = default_config()
-    assert d.space.grammar == "grammars/einspace.lark" and d.space.max_macs
+    assert d.space.grammar == "grammars/convnet.lark" and d.resolve(d.space.grammar).is_file()
     assert d.data["name"] == "multimnist" and len(d.objectives) >= 2
+    assert d.search.multi_fidelity and d.final.steps and d.final.members >= 1 and d.search.baselines == ["auto"]
+    assert d.train.steps and d.train.seconds is None     # budgets in steps: machine load changes time, not results
     ex = load_config(root / "search_spaces" / "example_run.toml")
-    assert ex.search.early_stopping.enabled and ex.objectives[0].bound == 0.2
+    assert ex.search.early_stopping.enabled and not ex.search.multi_fidelity and ex.objectives[0].bound == 0.2
     assert ex.resolve(ex.space.grammar).is_file()
     assert RunConfig.from_dict(ex.to_dict()) == ex
 
@@ -61,11 +63,11 @@ def test_shipped_configs_build_their_space_evaluator_and_start_designs(root: Pat
     evaluator = build_evaluator(cfg, space)
     assert [t.name for t in evaluator.data.tasks] == ["left", "right"]
     designs = start_designs(space, cfg.search.start, cfg.resolve, source=cfg.source)
-    assert len(designs) == len(cfg.search.start) >= 2
+    assert len(designs) == len(cfg.search.start) >= 1
     assert all(space.encode(space.decode(d)) == d for d in designs)
     arch = evaluator._arch(space.decode(designs[0]))
     ops = [arch.graph.nodes[n]["op"] for n in arch.op_nodes()]
-    assert "conv" in ops and "im2col" not in ops  # the ResNet's patch convolutions reach ONNX as Conv
+    assert "conv" in ops and "im2col" not in ops  # patch convolutions (the ResNet's) reach ONNX as Conv
 
 
 def test_good_config_and_reference_point(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from nasmtl.spaces.grammar import GrammarSpace
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAMMARS = {name: ROOT / "grammars" / f"{name}.lark" for name in ("einspace", "cnn", "mlp")}
-BASELINES = sorted((ROOT / "grammars" / "baselines").glob("*.txt"))
+BASELINES = sorted(p for p in (ROOT / "grammars" / "baselines").glob("*.txt")
+                   if "# grammar: ../einspace.lark" in p.read_text())
+"""The baseline strings written in einspace.lark (each file names its grammar on a ``# grammar:`` line)."""
 HEADS = {"left": 10, "right": 10}
 
 
@@ -206,8 +208,10 @@ def test_baselines_build_train_and_export(path: Path, spaces: dict[str, GrammarS
     from nasmtl.onnx import check_parity, export_onnx
     from nasmtl.train import Budget, TrainConfig, train
 
+    from nasmtl.search.start import read_entry
+
     space = spaces["einspace"]
-    x = space.decode(path.read_text())
+    x = space.decode(read_entry(str(path), Path))
     assert space.decode(space.encode(x)) == x
     data = multimnist(seed=0, n_train=256, n_val=64, n_test=64)
     heads = {t.name: t.n_outputs for t in data.tasks}

@@ -74,14 +74,22 @@ def test_report_and_export_of_a_real_run(root: Path, tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "Pareto front" in out and rep["pareto"][0]["design"] in out
     page = (runs / "r" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "src=\"report/" not in page
+    assert page.count("data:image/png;base64,") == 3 and "src=\"report/" not in page   # pareto, final, hypervolume
+    assert "Final models (trained from scratch" in page
     assert (runs / "r" / "report" / "hypervolume.png").stat().st_size > 1000
     k = rep["pareto"][0]["trial"]
     out_path = tmp_path / "m.onnx"
     assert main(["export", str(runs / "r"), "--trial", str(k), "-o", str(out_path)]) == 0
-    assert out_path.read_bytes() == (runs / "r" / "trials" / f"{k:05d}.onnx").read_bytes()
-    from nasmtl.onnx import graph_stats
+    from nasmtl.onnx import graph_stats, read_metadata
 
     assert graph_stats(out_path).params == rep["pareto"][0]["objectives"]["params"]
+    assert graph_stats(out_path).bytes == graph_stats(runs / "r" / "trials" / f"{k:05d}.onnx").bytes
+    meta = read_metadata(out_path)
+    assert meta["nasmtl.design"] == rep["pareto"][0]["design"]
+    assert [t["name"] for t in meta["nasmtl.tasks"]] == ["left", "right"] and meta["nasmtl.metrics"]["split"] == "val"
+    # a quantized trial's fp32 companion beside the models must not break the listing of trials
+    (runs / "r" / "trials" / f"{k:05d}.fp32.onnx").write_bytes(b"")
+    capsys.readouterr()
     assert main(["export", str(runs / "r"), "--trial", "99", "-o", str(out_path)]) == 2
-    assert "no trained model of trial 99" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no trained model of trial 99 (trials with models: " in err[0] and str(k) in err[0]

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     src = args.run_dir / "trials" / f"{args.trial:05d}.onnx"
     if not src.is_file():
-        have = sorted(int(p.stem) for p in (args.run_dir / "trials").glob("*.onnx")) \
+        have = sorted(int(p.stem) for p in (args.run_dir / "trials").glob("*.onnx") if p.stem.isdigit()) \
             if (args.run_dir / "trials").is_dir() else []
         raise CommandError(f"{args.run_dir}: no trained model of trial {args.trial} "
                            f"(trials with models: {', '.join(map(str, have)) or 'none'})")
@@ -41,9 +41,35 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise CommandError(f"{src}: outputs {', '.join(bad)} are not finite in onnxruntime")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, args.output)
     rec = args.run_dir / "trials" / f"{args.trial:05d}.json"
-    design = json.loads(rec.read_text()).get("design") if rec.is_file() else None
+    info = json.loads(rec.read_text()) if rec.is_file() else {}
+    design = info.get("design")
+    shutil.copyfile(src, args.output)
+    _describe(args.run_dir, args.output, info)
     print(f"wrote {args.output} (trial {args.trial}; outputs {', '.join(out)}; runs in onnxruntime)"
           + (f"\ndesign: {design}" if design else ""), file=sys.stderr)
     return 0
+
+
+def _describe(run_dir: Path, path: Path, info: dict) -> None:
+    """Write the run's description of the model into the exported file (``nasmtl.onnx.metadata``)."""
+    import json
+
+    from nasmtl.config import RunConfig
+    from nasmtl.data import load_dataset
+    from nasmtl.onnx import model_metadata, write_metadata
+
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        return
+    cfg = RunConfig.from_dict(json.loads(cfg_file.read_text()), str(cfg_file))
+    data = load_dataset(dict(cfg.data), cfg.base_dir)
+    if cfg.tasks is not None:
+        from dataclasses import replace
+
+        data = replace(data, tasks=tuple(data.task(n) for n in cfg.tasks))
+    design = info.get("design")
+    policy = design.split(";quant=", 1)[1] if design and ";quant=" in design else None
+    values = {k: v for k, v in (info.get("objectives") or {}).items() if isinstance(v, (int, float))}
+    steps = f"{info['steps']} steps" if "steps" in info else "the search's trial budget"
+    write_metadata(path, model_metadata(data, design, policy, {"split": "val", "budget": steps, "values": values}))

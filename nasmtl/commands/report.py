@@ -29,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
           f"hypervolume {rep.hypervolume:.6g}")
     print(f"Pareto front ({len(rep.pareto)}):")
     print(rep.table())
+    print(rep.final_table() or "no final training yet: nasmtl retrain RUN --pareto --with-baselines")
     print("wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
     return 0

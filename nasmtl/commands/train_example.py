@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads for the latency measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object of results")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from nasmtl.arch import arch_cost, to_torch
     from nasmtl.data import multimnist
     from nasmtl.examples import two_branch_cnn
-    from nasmtl.onnx import check_parity, export_onnx, graph_stats, measure_latency
-    from nasmtl.train import Budget, TrainConfig, evaluate, train
+    from nasmtl.onnx import check_parity, export_onnx, graph_stats, measure_latency, model_metadata
+    from nasmtl.train import Budget, TrainConfig, evaluate, resolve_device, train
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
@@ -42,15 +43,20 @@ def run(args: argparse.Namespace) -> int:
     cost = arch_cost(arch)
     say(f"model: two-branch CNN, {cost.params:,} params, {cost.macs:,} MACs; "
         f"data: {data.name}, {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
-    model = to_torch(arch, seed=args.seed)
+    device = resolve_device(args.device)
+    model = to_torch(arch, seed=args.seed).to(device)
     result = train(model, data, TrainConfig(budget=Budget(epochs=args.epochs), seed=args.seed), progress=True)
+    model = model.cpu()
     primary = {t.name: result.metrics[t.name][t.primary_metric] for t in data.tasks}
     say("validation " + ", ".join(f"{k} {v:.4f}" for k, v in primary.items())
         + f" after {result.epochs:g} epochs in {result.seconds:.1f} s")
     model.eval()
-    exp = export_onnx(model, data.input_shape, args.output, list(heads))
-    parity = check_parity(model, args.output, data.test.x, atol=1e-4)
     test_torch = evaluate(model, data.test, data.tasks)
+    test_values = {f"{t}.{k}": v for t, ms in test_torch.items() for k, v in ms.items()}
+    meta = model_metadata(data, "two-branch-cnn (nasmtl.examples)", None,
+                          {"split": "test", "budget": f"{args.epochs:g} epochs", "values": test_values})
+    exp = export_onnx(model, data.input_shape, args.output, list(heads), metadata=meta)
+    parity = check_parity(model, args.output, data.test.x, atol=1e-4)
     stats = graph_stats(args.output)
     lat = measure_latency(args.output, threads=args.threads)
     say(f"exported {args.output} in {exp.seconds:.2f} s; parity on {parity.n} test examples: "

@@ -17,7 +17,8 @@ import optuna
 
 from nasmtl.config import ConfigError, RunConfig
 from nasmtl.search.engine import Engine, SearchBudget, Summary
-from nasmtl.search.pruning import MultiObjectivePruner
+from nasmtl.search.fidelity import SuccessiveHalving
+from nasmtl.search.pruning import MultiObjectivePruner, Pruner
 from nasmtl.search.samplers import make_proposer, make_sampler
 from nasmtl.search.storage import StorageError, open_storage, redact
 
@@ -81,6 +82,8 @@ def _comparable(cfg: RunConfig) -> dict:
     d.pop("base_dir", None)
     d.get("search", {}).pop("trials", None)
     d.get("search", {}).pop("seconds", None)
+    d.get("search", {}).pop("baselines", None)
+    d.pop("final", None)
     return d
 
 
@@ -114,6 +117,47 @@ def stderr_line(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def open_run(run_dir: Path, storage_url: str | None = None) -> Run:
+    """An existing run from its directory (storage from ``run.json`` unless given), read-only: nothing is written."""
+    run_dir = Path(run_dir)
+    meta = run_dir / RUN_FILE
+    if not meta.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no {RUN_FILE})")
+    info = json.loads(meta.read_text())
+    storage = open_storage(storage_url or info.get("storage"), run_dir)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = info["name"]
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise StorageError(f"{run_dir}: its storage holds no study {name!r}") from None
+    cfg = RunConfig.from_dict(_stored_config(storage, name), f"study {name!r}")
+    return Run(name, run_dir, cfg, storage_url or info.get("storage"), study)
+
+
+def finalists(run: Run) -> list[optuna.trial.FrozenTrial]:
+    """The Pareto members a finished search trains at the final budget (``[final] members``)."""
+    from nasmtl.search.engine import pareto_trials
+    from nasmtl.search.final import select_finalists
+
+    front = pareto_trials(run.study.get_trials(deepcopy=False), run.config.directions)
+    return select_finalists(front, run.config.objectives, run.config.final.members)
+
+
+def run_final_phase(run: Run, progress: Callable[[str], None] | None = stderr_line) -> list:
+    """Train the run's finalists and baselines from scratch at the final budget (records in ``final/``)."""
+    from nasmtl.search.final import final_budget, run_final
+
+    cfg = run.config
+    chosen = finalists(run)
+    if not chosen and not cfg.search.baselines:
+        return []
+    if progress is not None:
+        progress(f"final training ({final_budget(cfg).describe()}): trial(s) "
+                 f"{', '.join(str(t.number) for t in chosen) or 'none'} and the baselines")
+    return run_final(run.dir, cfg, chosen, progress=progress)
+
+
 def build_engine(run: Run, trials: int | None = None, seconds: float | None = None,
                  progress: Callable[[str], None] | None = stderr_line) -> Engine:
     """The engine of a run (``trials``/``seconds`` override the config's search budget)."""
@@ -123,8 +167,12 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
     space = load_space(cfg)
     evaluator = build_evaluator(cfg, space)
     es = cfg.search.early_stopping
-    pruner = (MultiObjectivePruner(cfg.objective_names, cfg.directions, es.min_trials, es.fraction, es.min_epoch)
-              if es.enabled else None)
+    pruner: Pruner | None = None
+    if es.enabled:
+        pruner = MultiObjectivePruner(cfg.objective_names, cfg.directions, es.min_trials, es.fraction, es.min_epoch)
+    elif cfg.search.multi_fidelity:
+        pruner = SuccessiveHalving(cfg.objective_names, cfg.directions, cfg.search.fidelity.eta,
+                                   [o.bound for o in cfg.objectives])
     proposer = make_proposer(cfg.search.sampler, space, cfg.directions, cfg.search.seed, cfg.search.population,
                              cfg.search.predictor_skip)
     if cfg.search.priors:
