@@ -256,12 +256,22 @@ def _final_html(rep: RunReport) -> str:
             f"<table><tr><th>model</th>{heads}</tr>{body}</table><ul>{lines}</ul>")
 
 
-def write_html(rep: RunReport, images: list[Path], path: Path) -> Path:
-    """One self-contained HTML page (images inlined as base64)."""
+def _picture(path: Path | None) -> str:
+    """A network diagram folded under its design string (inlined SVG), or '' without one."""
+    if path is None:
+        return ""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<details><summary>network</summary><img alt="{html.escape(path.stem)}" style="max-width:100%" '
+            f'src="data:image/svg+xml;base64,{data}"></details>')
+
+
+def write_html(rep: RunReport, images: list[Path], path: Path, pictures: dict[int, Path] | None = None) -> Path:
+    """One self-contained HTML page (plots and network diagrams inlined as base64)."""
+    pictures = pictures or {}
     rows = "".join(
         "<tr><td>" + str(m.trial) + "</td>" + "".join(f"<td>{_fmt(m.objectives[o])}</td>" for o in rep.objectives)
         + f"<td>{html.escape(baseline_text(m, rep.objectives))}</td>"
-        + f"<td><code>{html.escape(m.design)}</code></td></tr>" for m in rep.pareto)
+        + f"<td>{_picture(pictures.get(m.trial))}<code>{html.escape(m.design)}</code></td></tr>" for m in rep.pareto)
     heads = "".join(f"<th>{html.escape(o)} ({d[:3]})</th>" for o, d in zip(rep.objectives, rep.directions))
     imgs = "".join(f'<img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
                    f'{base64.b64encode(p.read_bytes()).decode()}">' for p in images)
@@ -280,9 +290,48 @@ tr:nth-child(even){{background:#f4f4f4}}code{{font-size:85%}}img{{margin:4px}}</
     return path
 
 
+MAX_PICTURES = 16
+"""Pareto members drawn per report (the first by trial number); ``nasmtl show`` draws any other."""
+
+
+def write_pictures(rep: RunReport, run_dir: Path, out_dir: Path) -> dict[int, Path]:
+    """An SVG diagram of each Pareto member's network (``report/arch_NNNNN.svg``, precisions coloured).
+
+    A design that no longer builds (a space file changed since the run) is left out, never fatal.
+    """
+    from nasmtl.arch.draw import draw_arch
+    from nasmtl.data import load_dataset
+    from nasmtl.search.evaluate import load_space
+    from nasmtl.search.run import open_run
+    from nasmtl.spaces.joint import build_network
+
+    if not rep.pareto:
+        return {}
+    cfg = open_run(Path(run_dir)).config
+    try:
+        space = load_space(cfg)
+        data = load_dataset(dict(cfg.data), cfg.base_dir)
+    except Exception:
+        return {}
+    names = list(cfg.tasks) if cfg.tasks is not None else data.task_names
+    heads = {n: data.task(n).n_outputs for n in names}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = {}
+    for m in rep.pareto[:MAX_PICTURES]:
+        try:
+            design = space.decode(m.design)
+            arch = build_network(space, design, tuple(data.input_shape), heads, cfg.space.head)
+            drawn[m.trial] = draw_arch(arch, out_dir / f"arch_{m.trial:05d}.svg",
+                                       precisions=getattr(design, "quant", None), title=f"trial {m.trial}")
+        except Exception:
+            continue
+    return drawn
+
+
 def write_report(run_dir: Path, storage_url: str | None = None) -> tuple[RunReport, list[Path]]:
-    """Write ``report/*.png`` and ``report.html`` into the run directory; returns the report and files."""
+    """Write ``report/*.png``, ``report/arch_*.svg`` and ``report.html`` into the run directory."""
     rep = load_report(run_dir, storage_url)
     images = write_plots(rep, Path(run_dir) / "report")
-    page = write_html(rep, images, Path(run_dir) / "report.html")
-    return rep, [*images, page]
+    pictures = write_pictures(rep, Path(run_dir), Path(run_dir) / "report")
+    page = write_html(rep, images, Path(run_dir) / "report.html", pictures)
+    return rep, [*images, *pictures.values(), page]

@@ -249,6 +249,9 @@ def test_report_shows_final_models_and_verdicts(finished_run: Path, capsys: pyte
     assert "beats two-branch-cnn" in out or "no found model beats two-branch-cnn" in out
     page = (finished_run / "report.html").read_text()
     assert "Final models (trained from scratch" in page and (finished_run / "report" / "final_models.png").is_file()
+    pictures = sorted((finished_run / "report").glob("arch_*.svg"))
+    assert pictures and page.count("data:image/svg+xml;base64,") == len(pictures)
+    assert "<svg" in pictures[0].read_text()[:2000]
     assert main(["report", str(finished_run), "--json"]) == 0
     js = json.loads(capsys.readouterr().out)
     assert js["final"]["verdicts"] and js["final"]["models"][0]["kind"] == "found"

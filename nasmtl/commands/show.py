@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nasmtl.spaces.joint import build_network
+
 NAME = "show"
 HELP = "print a design's network as a text tree, draw it (-o fig.svg|png), or an ONNX file's metadata"
 
@@ -175,19 +177,6 @@ def build_run_design(cfg: Any, text: str) -> tuple[Any, Any]:
     names = list(cfg.tasks) if cfg.tasks is not None else data.task_names
     heads = {n: data.task(n).n_outputs for n in names}
     return build_network(space, design, tuple(data.input_shape), heads, cfg.space.head), getattr(design, "quant", None)
-
-
-def build_network(space: Any, design: Any, input_shape: tuple[int, ...], heads: Mapping[str, int],
-                  head_pool: str = "global") -> Any:
-    """The lowered multi-task network of a design: a joint design with its layout, else all stages shared."""
-    from nasmtl.arch.compose import compose, shared_layout
-    from nasmtl.arch.lower import lower_patch_convs
-    from nasmtl.spaces.joint import Design
-
-    if isinstance(design, Design):
-        return lower_patch_convs(space.build(design, input_shape, heads, head_pool))
-    stages = space.stages(design, input_shape)
-    return lower_patch_convs(compose(stages, shared_layout(list(heads), len(stages)), heads, head_pool))
 
 
 def _from_design(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:

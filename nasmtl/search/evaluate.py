@@ -92,15 +92,10 @@ class ArchEvaluator:
 
     def _arch(self, design: Any) -> Any:
         """The network of a design, with im2col-linear-col2im chains lowered to convolutions."""
-        from nasmtl.arch.compose import compose, shared_layout
-        from nasmtl.arch.lower import lower_patch_convs
-        from nasmtl.spaces.joint import Design
+        from nasmtl.spaces.joint import build_network
 
         heads = {t.name: t.n_outputs for t in self.data.tasks}
-        if isinstance(design, Design):
-            return lower_patch_convs(self.space.build(design, tuple(self.data.input_shape), heads, self.head_pool))
-        stages = self.space.stages(design, tuple(self.data.input_shape))
-        return lower_patch_convs(compose(stages, shared_layout(self._tasks, len(stages)), heads, self.head_pool))
+        return build_network(self.space, design, tuple(self.data.input_shape), heads, self.head_pool)
 
     def evaluate(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
         """Train, export with parity check, and measure one design."""

@@ -257,3 +257,16 @@ def joint_from_parts(arch_space: Any, tasks: Sequence[str], n_stages: int, quant
                      fixed: Mapping[str, Any] | None = None) -> JointSpace:
     """A joint space over a new layout space of ``tasks`` and ``n_stages``."""
     return JointSpace(arch_space, LayoutSpace(tasks, n_stages), quant_space, fixed)
+
+
+def build_network(space: Any, design: Any, input_shape: Shape, heads: Mapping[str, int],
+                  head_pool: str = "global") -> Arch:
+    """The lowered multi-task network of a design, as the search trains it: a joint design with its
+    layout, any other design with all stages shared (im2col-linear-col2im chains become convolutions)."""
+    from nasmtl.arch.compose import shared_layout
+    from nasmtl.arch.lower import lower_patch_convs
+
+    if isinstance(design, Design):
+        return lower_patch_convs(space.build(design, tuple(input_shape), heads, head_pool))
+    stages = space.stages(design, tuple(input_shape))
+    return lower_patch_convs(compose(stages, shared_layout(list(heads), len(stages)), heads, head_pool))
