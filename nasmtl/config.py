@@ -230,6 +230,9 @@ class SearchSettings:
     """Designs a fresh search trains first: design strings or files holding one (``nasmtl.search.start``)."""
     predictor_skip: bool = False
     """``predictor`` sampler, several objectives: decline candidates predicted unable to reach the front."""
+    bank: bool = True
+    """Add the finished run's trials to the local bank of past searches (``runs/bank.jsonl``) that
+    ``priors = "auto"`` reads; independent of whether this run uses priors."""
     fidelity: Fidelity = field(default_factory=Fidelity)
     baselines: list[str] = field(default_factory=lambda: ["auto"])
     """Hand designs trained with the finalists' budget: built-in names, design strings or files (``nasmtl.search.baselines``)."""

@@ -300,3 +300,34 @@ def test_retrain_command_and_its_errors(finished_run: Path, tmp_path: Path, caps
     after = sorted((p.relative_to(finished_run), p.stat().st_size) for p in finished_run.rglob("*") if p.is_file())
     assert after == before
     assert not (finished_run / "final" / "steps7-bs32-lr0.001" / f"trial-{trial:05d}.json").exists()
+
+
+def test_pareto_members_with_equal_values_are_all_kept() -> None:
+    import optuna
+
+    from nasmtl.search.engine import pareto_trials
+
+    def trial(n: int, values: list[float], design: str, **attrs: object) -> optuna.trial.FrozenTrial:
+        t = optuna.trial.create_trial(values=values, user_attrs={"design": design, **attrs})
+        t.number = n
+        return t
+
+    trials = [trial(0, [0.9, 10.0], "a"), trial(1, [0.9, 10.0], "b"), trial(2, [0.5, 20.0], "c"),
+              trial(3, [0.9, 10.0], "a", duplicate_of=0)]
+    assert [t.number for t in pareto_trials(trials, ["maximize", "minimize"])] == [0, 1]
+
+
+def test_metric_names_and_the_bank_setting(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nasmtl.search.evaluate as ev
+    from nasmtl.search.run import run_engine, start_run
+    from tests.conftest import FakeEvaluator
+
+    monkeypatch.setattr(ev, "build_evaluator",
+                        lambda cfg, space: FakeEvaluator(space, objectives=["left.accuracy", "right.accuracy",
+                                                                            "latency_ms"]))
+    cfg = _cfg(root, **{'name = "bytes"': 'name = "latency_ms"', "[final]": "bank = false\n[search.fidelity]\n"
+                        "enabled = false\n[final]"})
+    run = start_run(cfg, "nobank", None, tmp_path)
+    assert run.study.metric_names == ["left.accuracy", "right.accuracy", "latency_ms"]   # optuna-dashboard's labels
+    run_engine(run, trials=2, progress=None)
+    assert not (tmp_path / "bank.jsonl").exists()

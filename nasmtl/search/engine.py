@@ -122,18 +122,15 @@ def top_fidelity(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[str]) -> list[FrozenTrial]:
-    """The feasible completed trials of the top fidelity on the Pareto front (first trial of equal values kept)."""
+    """The feasible completed trials of the top fidelity on the Pareto front.
+
+    Trials of different designs with equal values are all members (as in optuna's ``best_trials``);
+    copies of a duplicate design are not trained trials and never appear.
+    """
     pool = top_fidelity(trials)
     if not pool:
         return []
-    idx = pareto_indices([t.values for t in pool], directions)
-    out, seen = [], set()
-    for i in idx:
-        key = tuple(pool[i].values)
-        if key not in seen:
-            seen.add(key)
-            out.append(pool[i])
-    return sorted(out, key=lambda t: t.number)
+    return sorted((pool[i] for i in pareto_indices([t.values for t in pool], directions)), key=lambda t: t.number)
 
 
 def study_hypervolume(trials: Sequence[FrozenTrial], objectives: Sequence[Objective],
@@ -417,9 +414,7 @@ class Engine:
             vec = [float(values[n]) for n in self.names]
             violations = self._violations(vec)
             trial.set_user_attr("constraint_violation", violations)
-            for o, v in zip(self.objectives, violations):
-                if o.bound is not None:
-                    trial.set_constraint(o.name, v)
+            _set_constraints(trial, {o.name: v for o, v in zip(self.objectives, violations) if o.bound is not None})
             feasible_now = not any(x > 0 for x in violations)
             hv = study_hypervolume(self.study.get_trials(deepcopy=False), self.objectives,
                                    vec if feasible_now else None, float(trial.user_attrs.get("steps", math.inf)))
@@ -435,8 +430,7 @@ class Engine:
         trial.set_user_attr("duplicate_of", earlier)
         if "constraint_violation" in prev.user_attrs:
             trial.set_user_attr("constraint_violation", prev.user_attrs["constraint_violation"])
-        for k, v in prev.constraints.items():
-            trial.set_constraint(k, v)
+        _set_constraints(trial, {k: v for k, v in prev.constraints.items() if not k.isdigit()})
         self.study.tell(trial, list(prev.values))
         out = Outcome(trial.number, "duplicate", dict(zip(self.names, prev.values)),
                       f"same design as trial {earlier}", time.perf_counter() - t0)
@@ -512,6 +506,15 @@ class Engine:
         else:
             body = out.reason
         return f"{head} | {body} | {out.seconds:.1f}s"
+
+
+def _set_constraints(trial: optuna.Trial, named: dict[str, float]) -> None:
+    """Record bound violations as optuna constraints, by objective name (``Trial.set_constraint``) and in
+    the list form older readers such as optuna-dashboard 0.21 show (same values, so feasibility agrees)."""
+    for k, v in named.items():
+        trial.set_constraint(k, v)
+    if named:
+        trial.storage.set_trial_system_attr(trial._trial_id, "constraints", list(named.values()))
 
 
 def _fmt(v: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -70,6 +71,9 @@ def start_run(cfg: RunConfig | None, name: str, storage_url: str | None = None,
                               "give a config to start it")
         study = _study(name, storage, cfg, create=True)
         study.set_user_attr("config", cfg.to_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(cfg.objective_names)      # objective labels in optuna-dashboard
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
     (run_dir / RUN_FILE).write_text(json.dumps({"name": name, "storage": storage_url}, indent=1))
@@ -83,6 +87,7 @@ def _comparable(cfg: RunConfig) -> dict:
     d.get("search", {}).pop("trials", None)
     d.get("search", {}).pop("seconds", None)
     d.get("search", {}).pop("baselines", None)
+    d.get("search", {}).pop("bank", None)
     d.pop("final", None)
     return d
 
@@ -193,10 +198,12 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
 
 def run_engine(run: Run, trials: int | None = None, seconds: float | None = None,
                progress: Callable[[str], None] | None = stderr_line) -> Summary:
-    """Run trials of ``run`` until its budget is reached, then add them to the local bank (``runs/bank.jsonl``)."""
+    """Run trials of ``run`` until its budget is reached, then add them to the local bank (``runs/bank.jsonl``)
+    unless ``[search] bank = false``."""
     from nasmtl.priors.transfer import bank_after_run
 
     engine = build_engine(run, trials, seconds, progress)
     summary = engine.run()
-    bank_after_run(run, engine.evaluator, progress)
+    if run.config.search.bank:
+        bank_after_run(run, engine.evaluator, progress)
     return summary
