@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-baselines", action="store_true", help="also train the baselines at the same budget")
     p.add_argument("--force", action="store_true", help="train again even when a record of this budget exists")
     p.add_argument("--storage", help="storage URL (default: the one recorded in the run directory)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("-o", "--output", type=Path, help="with --trial: copy the trained ONNX file here")
 
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         chosen = []
     records = run_final(run_.dir, cfg, chosen, with_baselines=args.baselines or args.with_baselines, budget=budget,
-                        device=device, force=args.force, progress=stderr_line)
+                        device=device, force=args.force, progress=None if args.quiet else stderr_line)
     for rec in records:
         shown = ", ".join(f"{o.name} {rec.test[o.name]:.4g}" for o in cfg.objectives if o.name in rec.test)
         print(f"{rec.name}: test {shown}; {rec.steps} steps in {rec.train_seconds:.0f} s; {run_.dir / rec.onnx}")

@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, help="trial budget (overrides the config's search.trials)")
     p.add_argument("--seconds", type=float, help="wall-time budget of this invocation (overrides search.seconds)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run directories (default runs)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines or status line (errors still show)")
     p.add_argument("--no-final", action="store_true", help="skip the final training of the finalists and baselines "
                                                            "when the search ends (`nasmtl retrain` does it later)")
 
@@ -31,6 +32,7 @@ def _sigterm(signum: int, frame: object) -> None:
 def run(args: argparse.Namespace) -> int:
     from nasmtl.cli import CommandError
     from nasmtl.config import default_config, load_config
+    from nasmtl.progress import Progress
     from nasmtl.search.run import CONFIG_FILE, run_engine, run_final_phase, start_run
 
     if args.trials is not None and args.trials < 1:
@@ -48,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     c = run_.config
     print(f"run {name}: {run_.dir} ({'resumed' if cfg is None else c.source}); sampler {c.search.sampler}; "
           f"objectives {', '.join(f'{o.name} ({o.direction[:3]})' for o in c.objectives)}", file=sys.stderr)
-    summary = run_engine(run_, trials=args.trials, seconds=args.seconds)
+    budget = args.trials if args.trials is not None else c.search.trials
+    prog = Progress(total=budget, unit="trials", quiet=args.quiet)
+    summary = run_engine(run_, trials=args.trials, seconds=args.seconds, progress=prog.say, status=prog)
     if summary.completed > 0 and not args.no_final:
-        run_final_phase(run_)
+        run_final_phase(run_, progress=prog.say)
     print(f"report: nasmtl report {run_.dir}", file=sys.stderr)
     return 0 if summary.completed > 0 else 1

@@ -233,6 +233,8 @@ class Engine:
     pruner: Pruner | None = None
     trial_timeout: float | None = None
     progress: Callable[[str], None] | None = None
+    status: Any = None
+    """A ``nasmtl.progress.Progress`` whose status line shows trials done, time left and the best values."""
     _observed: set[int] = field(default_factory=set, repr=False)
     _designs: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -302,6 +304,11 @@ class Engine:
             failures = failures + 1 if out.state == "fail" else 0
             dups = dups + 1 if out.state == "duplicate" else 0
             fail_dead_trials(self.study)
+            if self.status is not None:
+                done = self.study.get_trials(deepcopy=False)
+                self.status.update(len(trained_completes(done)), self.best_text(done), self.budget.trials)
+        if self.status is not None:
+            self.status.close()
         trials = self._sync()
         summary = self.summary(trials, reason)
         self._say(f"done: {reason}; {summary.completed} completed, {summary.failed} failed, "
@@ -309,6 +316,17 @@ class Engine:
                   f"{summary.hypervolume:.6g}; Pareto front: {len(summary.pareto)} trial(s) "
                   f"{', '.join(map(str, summary.pareto))}")
         return summary
+
+    def best_text(self, trials: Sequence[FrozenTrial]) -> str:
+        """The best value of each objective among the top-fidelity feasible trials (``left.accuracy 0.93``)."""
+        pool = top_fidelity(trials)
+        if not pool:
+            return ""
+        parts = []
+        for i, o in enumerate(self.objectives):
+            vals = [t.values[i] for t in pool]
+            parts.append(f"{o.name} {_fmt(max(vals) if o.direction == 'maximize' else min(vals))}")
+        return ", ".join(parts)
 
     def summary(self, trials: Sequence[FrozenTrial], reason: str = "") -> Summary:
         """Counts, hypervolume and Pareto members of the study."""

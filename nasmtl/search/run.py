@@ -12,7 +12,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import optuna
 
@@ -164,7 +164,7 @@ def run_final_phase(run: Run, progress: Callable[[str], None] | None = stderr_li
 
 
 def build_engine(run: Run, trials: int | None = None, seconds: float | None = None,
-                 progress: Callable[[str], None] | None = stderr_line) -> Engine:
+                 progress: Callable[[str], None] | None = stderr_line, status: Any = None) -> Engine:
     """The engine of a run (``trials``/``seconds`` override the config's search budget)."""
     from nasmtl.search.evaluate import build_evaluator, load_space
 
@@ -193,16 +193,16 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
     budget = SearchBudget(trials if trials is not None else cfg.search.trials,
                           seconds if seconds is not None else cfg.search.seconds, cfg.search.max_failures)
     return Engine(run.study, space, evaluator, cfg.objectives, proposer, run.dir, budget, pruner,
-                  cfg.search.trial_timeout, progress)
+                  cfg.search.trial_timeout, progress, status)
 
 
 def run_engine(run: Run, trials: int | None = None, seconds: float | None = None,
-               progress: Callable[[str], None] | None = stderr_line) -> Summary:
+               progress: Callable[[str], None] | None = stderr_line, status: Any = None) -> Summary:
     """Run trials of ``run`` until its budget is reached, then add them to the local bank (``runs/bank.jsonl``)
     unless ``[search] bank = false``."""
     from nasmtl.priors.transfer import bank_after_run
 
-    engine = build_engine(run, trials, seconds, progress)
+    engine = build_engine(run, trials, seconds, progress, status)
     summary = engine.run()
     if run.config.search.bank:
         bank_after_run(run, engine.evaluator, progress)
