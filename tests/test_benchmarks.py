@@ -174,3 +174,28 @@ def test_bench_command(capsys):
     err = capsys.readouterr().err
     assert "unknown sampler" in err and "random" in err
     assert main(["bench", "nb999"]) == 2
+
+
+def test_benchmark_pickles_are_read_as_plain_data_only(tmp_path) -> None:
+    import os
+    import pickle
+
+    from nasmtl.benchmarks.table import BenchmarkError, load_table_pickle
+
+    good = tmp_path / "good.pkl"
+    good.write_bytes(pickle.dumps({123: {"val_acc": [1.0, 2.0]}}))
+    assert load_table_pickle(good) == {123: {"val_acc": [1.0, 2.0]}}
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps({"x": Evil()}))
+    import pytest
+
+    with pytest.raises(BenchmarkError, match=r"refused to load .*system"):
+        load_table_pickle(bad)
+    (tmp_path / "cut.pkl").write_bytes(good.read_bytes()[:5])
+    with pytest.raises(BenchmarkError, match="not a readable benchmark table"):
+        load_table_pickle(tmp_path / "cut.pkl")

@@ -9,13 +9,12 @@ cifar100, imagenet (= ImageNet16-120). The package ships no test accuracy.
 
 from __future__ import annotations
 
-import pickle
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from nasmtl.benchmarks.table import BenchmarkError, Table, require
+from nasmtl.benchmarks.table import BenchmarkError, Table, load_table_pickle, require
 from nasmtl.spaces.cell import SEARCH_SPACES, CellDesign, CellSpace
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -58,8 +57,7 @@ def nb201_table() -> Table[CellDesign]:
     keys: tuple[str, ...] = ()
     values = {}
     for ds in DATASETS:
-        with open(folder / f"{ds}.pkl", "rb") as f:
-            raw = pickle.load(f)
+        raw = load_table_pickle(folder / f"{ds}.pkl")
         if not keys:
             keys = tuple(sorted(raw))
         arr = np.empty((len(keys), len(METRICS)))

@@ -10,7 +10,6 @@ that hash, computed by the package's own ``Arch.valid_hash``. Proteins has its o
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nasmtl.benchmarks.table import Table, require
+from nasmtl.benchmarks.table import Table, load_table_pickle, require
 from nasmtl.spaces.base import Prior, SpaceError, rng_decide, weighted_choice
 
 DATASETS = ("cora", "citeseer", "pubmed", "cs", "physics", "photo", "computers", "arxiv")
@@ -131,8 +130,7 @@ def _table(name: str, space: GraphSpace, datasets: Sequence[str]) -> Table[Graph
     keys: tuple[str, ...] = ()
     values = {}
     for ds in datasets:
-        with open(folder / f"{ds}.bench", "rb") as f:
-            raw = pickle.load(f)
+        raw = load_table_pickle(folder / f"{ds}.bench")
         if not keys:
             keys = tuple(str(k) for k in sorted(raw))
         arr = np.full((len(keys), len(METRICS)), np.nan)

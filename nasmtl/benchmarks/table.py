@@ -29,6 +29,32 @@ class BenchmarkError(ValueError):
     """A bad request to a table or the runner (unknown table, data set, metric or sampler)."""
 
 
+_PICKLE_ALLOWED = {("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+"""The only classes a benchmark table's pickle may name: numpy scalars (plain containers need none)."""
+
+
+def load_table_pickle(path: Any) -> Any:
+    """A benchmark package's pickled table, read by an unpickler that builds only plain data.
+
+    The tables ship with installed packages, but a pickle can run any code it names; this reader
+    refuses every class but numpy's scalar and dtype, so a swapped file is a ``BenchmarkError``.
+    """
+    import pickle
+
+    class _Plain(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) not in _PICKLE_ALLOWED:
+                raise BenchmarkError(f"{path}: refused to load {module}.{name} from a benchmark table "
+                                     "(only plain data and numpy scalars are read)")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as f:
+        try:
+            return _Plain(f).load()
+        except (pickle.UnpicklingError, EOFError) as e:
+            raise BenchmarkError(f"{path}: not a readable benchmark table ({e})") from None
+
+
 def require(module: str, what: str) -> Any:
     """Import ``module`` or raise ``BenchmarkUnavailable`` naming the ``bench`` extra."""
     try:
