@@ -50,6 +50,7 @@ n_test = 2000
 
 [space]
 grammar = "grammars/convnet.lark"
+max_macs = 20_000_000                   # the hand CNN has 18.6 M: keeps every trial's training short
 head = "grid"                           # heads keep a coarse 2x2 map: which digit is left or right
 layout = "search"                       # where the two tasks share stages and where they branch
 quant = "search_spaces/quant.toml"      # a precision per stage (fp32, int8 static/dynamic, int4 weights)
