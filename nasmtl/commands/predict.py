@@ -28,6 +28,11 @@ def run(args: argparse.Namespace) -> int:
     from nasmtl.onnx.metadata import describe_metadata, read_metadata
     from nasmtl.predict.model import PredictorError, load_predictor
 
+    from nasmtl.onnx import session
+
+    for path in args.files:
+        if not session(path).get_inputs():
+            raise CommandError(f"{path}: the model has no graph inputs; a predictor scores models that take an input")
     try:
         pred = load_predictor(args.predictor)
         start = time.perf_counter()

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from nasmtl.cli import CommandError
     from nasmtl.config import default_config, load_config
     from nasmtl.progress import Progress
-    from nasmtl.search.run import CONFIG_FILE, run_engine, run_final_phase, start_run
+    from nasmtl.search.run import (CONFIG_FILE, build_engine, check_run_name, discard_run, run_engine,
+                                   run_final_phase, start_run)
 
     if args.trials is not None and args.trials < 1:
         raise CommandError("--trials must be >= 1")
@@ -45,14 +46,22 @@ def run(args: argparse.Namespace) -> int:
         cfg = default_config()
     if name is None:
         name = time.strftime("search-%Y%m%d-%H%M%S")
+    check_run_name(name)
     signal.signal(signal.SIGTERM, _sigterm)
-    run_ = start_run(cfg, name, args.storage, args.runs)
+    fresh = not (args.runs / name).exists()
+    prog = Progress(unit="trials", quiet=args.quiet)
+    try:
+        run_ = start_run(cfg, name, args.storage, args.runs)
+        engine = build_engine(run_, args.trials, args.seconds, prog.say, prog)
+    except BaseException:
+        if fresh:
+            discard_run(args.runs / name, args.storage, name)
+        raise
     c = run_.config
+    prog.total = args.trials if args.trials is not None else c.search.trials
     print(f"run {name}: {run_.dir} ({'resumed' if cfg is None else c.source}); sampler {c.search.sampler}; "
           f"objectives {', '.join(f'{o.name} ({o.direction[:3]})' for o in c.objectives)}", file=sys.stderr)
-    budget = args.trials if args.trials is not None else c.search.trials
-    prog = Progress(total=budget, unit="trials", quiet=args.quiet)
-    summary = run_engine(run_, trials=args.trials, seconds=args.seconds, progress=prog.say, status=prog)
+    summary = run_engine(run_, progress=prog.say, engine=engine)
     if summary.completed > 0 and not args.no_final:
         run_final_phase(run_, progress=prog.say)
     print(f"report: nasmtl report {run_.dir}", file=sys.stderr)

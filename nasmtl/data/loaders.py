@@ -94,7 +94,7 @@ def _task_columns(spec: Any, column: str, where: str) -> tuple[str, list[str]]:
                     "or {'kind': ..., 'columns': [...]}")
 
 
-def load_csv(path: str | Path, features: Sequence[str] | None, tasks: Mapping[str, Any],
+def load_csv(path: str | Path, features: Sequence[str] | None = None, tasks: Mapping[str, Any] | None = None,
              val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, delimiter: str = ",",
              name: str | None = None, standardize: bool = False) -> MultiTaskDataset:
     """A data set from a CSV file with a header row: numeric feature columns and one column per task.

@@ -8,6 +8,7 @@ attrs, so a worker needs only the name and the storage URL); ``run_engine`` runs
 from __future__ import annotations
 
 import json
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -50,9 +51,32 @@ def _study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_name(name: str) -> None:
+    """A run name is a folder inside the runs directory: letters, digits, ``.``, ``_``, ``-``; no ``/``, no ``..``."""
+    if not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"--name {name!r}: a run name is 1-128 letters, digits, '.', '_' or '-', not starting "
+                          "with '.' or '-' and without '..' (it names a folder inside the runs directory)")
+
+
+def discard_run(run_dir: Path, storage_url: str | None, name: str) -> None:
+    """Remove what a search that could not start left behind: its new folder and, in a shared storage, its study."""
+    import shutil
+
+    if storage_url is not None:
+        try:
+            optuna.delete_study(study_name=name, storage=open_storage(storage_url, run_dir))
+        except Exception:
+            pass
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def start_run(cfg: RunConfig | None, name: str, storage_url: str | None = None,
               runs_root: Path = Path("runs")) -> Run:
     """Create run ``name`` from ``cfg``, or resume it (``cfg`` ``None``: the config stored with it)."""
+    check_run_name(name)
     run_dir = runs_root / name
     if storage_url is None and (run_dir / RUN_FILE).is_file():
         storage_url = json.loads((run_dir / RUN_FILE).read_text()).get("storage")
@@ -102,6 +126,7 @@ def _stored_config(storage: optuna.storages.BaseStorage, name: str) -> dict:
 
 def join_run(name: str, storage_url: str, runs_root: Path = Path("runs")) -> Run:
     """Open study ``name`` in ``storage_url`` as a worker (artifacts go to ``runs_root/name``)."""
+    check_run_name(name)
     storage = open_storage(storage_url)
     if name not in _study_names(storage):
         raise StorageError(f"no study {name!r} in {redact(storage_url)} "
@@ -197,12 +222,13 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
 
 
 def run_engine(run: Run, trials: int | None = None, seconds: float | None = None,
-               progress: Callable[[str], None] | None = stderr_line, status: Any = None) -> Summary:
+               progress: Callable[[str], None] | None = stderr_line, status: Any = None,
+               engine: Engine | None = None) -> Summary:
     """Run trials of ``run`` until its budget is reached, then add them to the local bank (``runs/bank.jsonl``)
     unless ``[search] bank = false``."""
     from nasmtl.priors.transfer import bank_after_run
 
-    engine = build_engine(run, trials, seconds, progress, status)
+    engine = engine or build_engine(run, trials, seconds, progress, status)
     summary = engine.run()
     if run.config.search.bank:
         bank_after_run(run, engine.evaluator, progress)

@@ -621,12 +621,23 @@ def _make_parser(path: str, text: str, start: str) -> lark.Lark:
         raise _err(path, line, col, "lark: " + str(e).strip().splitlines()[0]) from None
 
 
+MAX_GRAMMAR_BYTES = 1 << 20
+"""The largest grammar file read (shipped grammars are 1-3 kB)."""
+
+
 def load_grammar(source: str | Path, text: str | None = None) -> GrammarFile:
     """Read, check and compile a grammar file (or ``text`` under the name ``source``)."""
     path = str(source)
     if text is None:
         try:
-            text = Path(path).read_text()
+            size = Path(path).stat().st_size
+            if size > MAX_GRAMMAR_BYTES:
+                raise SpaceError(f"{path}: the grammar file has {size:,} bytes; grammar files are at most "
+                                 f"{MAX_GRAMMAR_BYTES:,} (a grammar is rules, not data)")
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SpaceError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason}); "
+                             "a grammar file is lark text") from None
         except OSError as e:
             raise SpaceError(f"{path}: cannot read grammar file: {e.strerror or e}") from None
     rules, limits, start = _read(path, text)
