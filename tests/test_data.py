@@ -317,7 +317,7 @@ def test_load_dataset_specs(tmp_path):
     ({"name": "cifar-1000"}, r"unknown data set 'cifar-1000'.*multimnist"),
     ({"kind": "parquet", "path": "x"}, r"unknown kind 'parquet'"),
     ({"name": "multimnist", "n_trian": 5}, r"unknown option 'n_trian'"),
-    ({"kind": "csv", "path": "x.csv"}, r"missing 'features', 'tasks'"),
+    ({"kind": "csv", "path": "x.csv"}, r"x.csv: missing 'tasks'"),
     ({}, r"needs 'name'"),
     (["multimnist"], r"must be a table"),
 ])

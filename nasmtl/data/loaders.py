@@ -104,9 +104,9 @@ def load_csv(path: str | Path, features: Sequence[str] | None = None, tasks: Map
     ``features=None`` takes every column not used by a task. ``standardize`` z-scores the features and the
     regression targets with the training split's statistics (``nasmtl.data.dataset.standardized``).
     """
-    p = _existing(path)
     if not tasks:
-        raise DataError(f"{p}: no task columns declared")
+        raise DataError(f"{path}: missing 'tasks' (a table of task column = kind) -- no task columns declared")
+    p = _existing(path)
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter=delimiter)
