@@ -258,8 +258,13 @@ def _int8_interior(model: onnx.ModelProto, nodes: list[str]) -> list[str]:
 def _pass_static(
     src: Path, dst: Path, nodes: list[str], all_matmuls: list[str], calibration: np.ndarray | None
 ) -> None:
-    """int8 QDQ static quantization (uint8 activations, per-channel int8 weights) of the named nodes and of
-    the weightless nodes between them (``_int8_interior``)."""
+    """int8 QDQ static quantization (uint8 activations, per-channel uint8 weights) of the named nodes and of
+    the weightless nodes between them (``_int8_interior``).
+
+    Weights are uint8, not int8: onnxruntime fuses QDQ pairs into QLinearMatMul/QLinearConv, and its x86
+    u8 x s8 kernels without VNNI add products pairwise in int16, which saturates on full-range values (an
+    attention block came out 30 % off on such a CPU, exact on another). u8 x u8 has no such path.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     assert calibration is not None
@@ -273,7 +278,7 @@ def _pass_static(
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QUInt8,
         nodes_to_quantize=nodes,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
