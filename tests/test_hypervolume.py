@@ -66,3 +66,14 @@ def test_non_dominated_sort_and_crowding() -> None:
     assert dominates([1, 1], [1, 2]) and not dominates([1, 2], [1, 2])
     cd = crowding_distance(np.array([[1, 3], [2, 2], [3, 1]], dtype=float))
     assert math.isinf(cd[0]) and math.isinf(cd[2]) and cd[1] == pytest.approx(2.0)
+
+
+def test_pareto_indices_is_the_first_front_with_duplicates_kept() -> None:
+    rng = np.random.default_rng(3)
+    for m in (2, 3):
+        pts = rng.integers(0, 8, size=(200, m)).astype(float)
+        pts = np.vstack([pts, pts[:20]])  # exact copies of some rows
+        assert pareto_indices(pts) == sorted(non_dominated_sort(pts)[0])
+    big = rng.normal(size=(40_000, 2))  # a benchmark table's size: no n x n matrix is built
+    front = pareto_indices(big)
+    assert front and all(not ((big <= big[i]).all(axis=1) & (big < big[i]).any(axis=1)).any() for i in front)

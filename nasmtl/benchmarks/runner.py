@@ -13,7 +13,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from nasmtl.benchmarks.table import BenchmarkError, Table, load_table, pareto_indices
+from nasmtl.benchmarks.table import BenchmarkError, Table, finite_pareto_indices, load_table
+from nasmtl.search.hypervolume import hypervolume
 from nasmtl.spaces.base import SearchSpace
 
 PLUGIN_MODULE = "nasmtl.search.strategies"
@@ -89,48 +90,6 @@ def strategy_factory(name: str) -> StrategyFactory:
     return STRATEGIES[name]
 
 
-# ---- hypervolume --------------------------------------------------------------------------------
-
-
-def hypervolume(points: np.ndarray | Sequence[Sequence[float]], ref: Sequence[float],
-                directions: Sequence[str] | None = None) -> float:
-    """Exact hypervolume dominated by ``points`` up to ``ref`` (1 to 3 objectives).
-
-    ``directions`` gives "minimize"/"maximize" per objective (default: all minimised).
-    """
-    p = np.asarray(points, dtype=float).reshape(-1, len(ref))
-    r = np.asarray(ref, dtype=float)
-    if directions is not None:
-        sign = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
-        p, r = p * sign, r * sign
-    p = p[np.isfinite(p).all(axis=1) & (p < r).all(axis=1)]
-    if len(p) == 0:
-        return 0.0
-    p = p[pareto_indices(p)]
-    if p.shape[1] == 1:
-        return float(r[0] - p[:, 0].min())
-    if p.shape[1] == 2:
-        return _hv2(p, r)
-    if p.shape[1] == 3:
-        p = p[np.argsort(p[:, 2])]
-        total = 0.0
-        for i in range(len(p)):
-            top = r[2] if i + 1 == len(p) else p[i + 1, 2]
-            if top > p[i, 2]:
-                total += _hv2(p[: i + 1, :2], r[:2]) * (top - p[i, 2])
-        return float(total)
-    raise BenchmarkError(f"hypervolume supports 1 to 3 objectives, got {p.shape[1]}")
-
-
-def _hv2(p: np.ndarray, r: np.ndarray) -> float:
-    total, best_y = 0.0, r[1]
-    for x, y in p[np.argsort(p[:, 0], kind="stable")]:
-        if y < best_y:
-            total += (r[0] - x) * (best_y - y)
-            best_y = y
-    return float(total)
-
-
 # ---- runs ---------------------------------------------------------------------------------------
 
 
@@ -197,7 +156,8 @@ def run_benchmark(table: Table[Any] | str, sampler: str = "random", budget: int 
         reference: dict[str, Any] = {"best": best}
     else:
         true_hv = hypervolume((pts - lo) / span, ref)
-        reference = {"front_size": len(pareto_indices(pts)), "true_hypervolume": true_hv}
+        front = pts[finite_pareto_indices(pts)]
+        reference = {"front_size": len(np.unique(front, axis=0)), "true_hypervolume": true_hv}
     has_test = tab.has(ds, "test_acc")
     runs = []
     for seed in range(seeds):

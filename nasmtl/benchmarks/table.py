@@ -8,6 +8,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
+from nasmtl.search.pareto import pareto_indices
 from nasmtl.spaces.base import SearchSpace
 
 D = TypeVar("D")
@@ -154,22 +155,14 @@ class Table(Generic[D]):
     def pareto_front(self, dataset: str | None, objectives: Sequence[str]) -> list[tuple[D, tuple[float, ...]]]:
         """The non-dominated designs for ``objectives`` with their values."""
         pts = self.minimised(dataset, objectives)
-        idx = pareto_indices(pts)
+        idx = finite_pareto_indices(pts)
         raw = self.values[self._dataset(dataset)][:, [self._metric(m) for m in objectives]]
         return [(self.design_of(self.keys[i]), tuple(float(v) for v in raw[i])) for i in idx]
 
 
-def pareto_indices(points: np.ndarray) -> list[int]:
-    """Indices of the non-dominated rows of ``points`` (all objectives minimised; NaN rows skipped)."""
+def finite_pareto_indices(points: np.ndarray) -> list[int]:
+    """Indices of the non-dominated rows of ``points`` (all objectives minimised); rows with a NaN are
+    never members (a table cell the benchmark did not measure)."""
     pts = np.asarray(points, dtype=float)
     ok = np.flatnonzero(np.isfinite(pts).all(axis=1))
-    order = ok[np.lexsort(pts[ok].T[::-1])]
-    front: list[int] = []
-    for i in order:
-        p = pts[i]
-        if front:
-            f = pts[front]
-            if (np.all(f <= p, axis=1) & np.any(f < p, axis=1)).any() or np.all(f == p, axis=1).any():
-                continue
-        front.append(int(i))
-    return front
+    return [int(ok[i]) for i in pareto_indices(pts[ok])]

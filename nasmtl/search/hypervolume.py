@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nasmtl.search.pareto import non_dominated_sort, to_minimization
+from nasmtl.search.pareto import pareto_indices, to_minimization
 
 
 def hypervolume(points: np.ndarray | Sequence[Sequence[float]], ref: Sequence[float],
@@ -28,7 +28,7 @@ def hypervolume(points: np.ndarray | Sequence[Sequence[float]], ref: Sequence[fl
     p = p[np.isfinite(p).all(axis=1) & (p < r).all(axis=1)]
     if len(p) == 0:
         return 0.0
-    p = p[non_dominated_sort(p)[0]]
+    p = p[pareto_indices(p)]
     if m == 1:
         return float(r[0] - p[:, 0].min())
     if m == 2:

@@ -56,10 +56,22 @@ def non_dominated_sort(points: np.ndarray | Sequence[Sequence[float]]) -> list[l
 
 
 def pareto_indices(points: np.ndarray | Sequence[Sequence[float]], directions: Directions | None = None) -> list[int]:
-    """Indices of the non-dominated points (duplicates of a front point all stay)."""
+    """Indices of the non-dominated points (duplicates of a front point all stay).
+
+    A sweep in lexicographic order, checking each point against the front so far: a dominator
+    always sorts first, so memory stays linear (benchmark tables hold tens of thousands of rows).
+    """
     p = to_minimization(points, directions)
-    fronts = non_dominated_sort(p)
-    return sorted(fronts[0]) if fronts else []
+    if len(p) == 0:
+        return []
+    front: list[int] = []
+    for i in np.lexsort(p.T[::-1]):
+        if front:
+            f = p[front]
+            if (np.all(f <= p[i], axis=1) & np.any(f < p[i], axis=1)).any():
+                continue
+        front.append(int(i))
+    return sorted(front)
 
 
 def crowding_distance(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
