@@ -2,13 +2,16 @@
 
 ``nasmtl.run_search(config, name=..., storage=...)`` runs a search and returns a ``SearchRun``
 (``pareto()``, ``retrain(trial)``, ``export(...)``, ``final()``); ``nasmtl.load_run(path)`` opens one
-(``nasmtl.api``). Both are imported on first use, so ``import nasmtl`` stays light.
+(``nasmtl.api``). Both are imported on first use, so ``import nasmtl`` stays light. Every error meant
+for the user derives from ``nasmtl.NasmtlError`` (``nasmtl.errors``).
 """
 
 from typing import Any
 
+from nasmtl.errors import NasmtlError
+
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_run", "run_search"]
+__all__ = ["NasmtlError", "__version__", "load_run", "run_search"]
 
 
 def __getattr__(name: str) -> Any:

@@ -17,10 +17,9 @@ from typing import Sequence
 
 import nasmtl
 from nasmtl import commands
+from nasmtl.errors import CommandError, NasmtlError
 
-
-class CommandError(Exception):
-    """An error a command reports to the user as one line (exit code 2)."""
+__all__ = ["CommandError", "build_parser", "main"]
 
 
 def _command_modules() -> list[ModuleType]:
@@ -46,21 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is meant for the user as it is."""
-    from nasmtl.arch.registry import OpError, ShapeError
-    from nasmtl.spaces.base import SpaceError
-
-    errs: list[type[BaseException]] = [CommandError, OpError, ShapeError, SpaceError,
-                                       FileNotFoundError, NotImplementedError]
-    for mod, name in (("nasmtl.data", "DataError"), ("nasmtl.onnx", "OnnxError"),
-                      ("nasmtl.config", "ConfigError"), ("nasmtl.train", "DeviceError"),
-                      ("nasmtl.search.final", "FinalTrainingError")):
-        try:
-            errs.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errs)
+USER_ERRORS: tuple[type[BaseException], ...] = (NasmtlError, FileNotFoundError, NotImplementedError)
+"""Exception types whose message is meant for the user as it is: nasmtl's own root and two built-ins."""
 
 
 def freeze_startup_heap() -> None:
@@ -89,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nasmtl: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as e:
+    except USER_ERRORS as e:
         kind = "not implemented yet" if isinstance(e, NotImplementedError) else "error"
         print(f"nasmtl {args.command}: {kind}: {e}", file=sys.stderr)
         return 2

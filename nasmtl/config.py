@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from nasmtl.errors import NasmtlError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
+class ConfigError(NasmtlError, ValueError):
     """A run config that cannot be used; the message names the file and the key."""
 
 

@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from nasmtl.data import MultiTaskDataset, Split, Task
+from nasmtl.errors import NasmtlError
 
 Metrics = dict[str, dict[str, float]]
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NasmtlError, RuntimeError):
     """A task's loss became NaN/inf or exceeded ``max_loss``; ``task``, ``step`` and ``value`` say where."""
 
     def __init__(self, message: str, task: str, step: int, value: float) -> None:
@@ -73,7 +74,7 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 """Device names of ``[train] device`` (``resolve_device``)."""
 
 
-class DeviceError(ValueError):
+class DeviceError(NasmtlError, ValueError):
     """A device that this machine does not have (CUDA asked for without a CUDA build or GPU)."""
 
 

@@ -11,15 +11,17 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch.nn as nn
 
+from nasmtl.errors import NasmtlError
+
 Shape = tuple[int, ...]
 """A tensor shape without the batch dimension: (C, H, W) image, (N, D) tokens, (D,) vector."""
 
 
-class ShapeError(ValueError):
+class ShapeError(NasmtlError, ValueError):
     """Shapes that cannot fit: raised by shape rules and re-raised naming the node."""
 
 
-class OpError(ValueError):
+class OpError(NasmtlError, ValueError):
     """An unknown op, or attributes an op does not accept."""
 
 

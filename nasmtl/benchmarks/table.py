@@ -8,6 +8,7 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
+from nasmtl.errors import NasmtlError
 from nasmtl.search.pareto import pareto_indices
 from nasmtl.spaces.base import SearchSpace
 
@@ -22,11 +23,11 @@ _TABLES = {
 }
 
 
-class BenchmarkUnavailable(ImportError):
+class BenchmarkUnavailable(NasmtlError, ImportError):
     """The package that ships a benchmark table is not installed."""
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(NasmtlError, ValueError):
     """A bad request to a table or the runner (unknown table, data set, metric or sampler)."""
 
 

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nasmtl.benchmarks import BenchmarkError, BenchmarkUnavailable
     from nasmtl.benchmarks.runner import run_benchmark
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     start = time.perf_counter()

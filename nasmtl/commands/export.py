@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
     from nasmtl.onnx import run_onnx, session
 
     src = args.run_dir / "trials" / f"{args.trial:05d}.onnx"

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
     from nasmtl.onnx.metadata import describe_metadata, read_metadata
     from nasmtl.predict.model import PredictorError, load_predictor
 

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
     from nasmtl.search.engine import pareto_trials
     from nasmtl.search.final import copy_model, final_budget, run_final
     from nasmtl.search.run import open_run, stderr_line

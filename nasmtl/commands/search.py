@@ -30,7 +30,7 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
     from nasmtl.config import default_config, load_config
     from nasmtl.progress import Progress
     from nasmtl.search.run import (CONFIG_FILE, build_engine, check_run_name, discard_run, run_engine,

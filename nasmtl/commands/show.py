@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
 
     from nasmtl.arch.draw import DRAW_FORMATS
 
@@ -128,7 +128,7 @@ def trial_numbers(run_dir: Path) -> list[int]:
 
 def _from_run(run_dir: Path, trial: int | None) -> tuple[Any, Any, list[str]]:
     """Trial ``trial``'s network, policy and header lines, from a run directory."""
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
     from nasmtl.config import RunConfig
     from nasmtl.search.run import CONFIG_FILE, RUN_FILE
 
@@ -181,7 +181,7 @@ def build_run_design(cfg: Any, text: str) -> tuple[Any, Any]:
 
 def _from_design(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     """The network, policy and header lines of a design string or design file of ``--grammar``."""
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
 
     text, grammar, where = _design_text(args.target, args.grammar)
     if grammar is None:
@@ -203,7 +203,7 @@ def _from_design(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
 
 def _design_text(target: str, grammar: str | None) -> tuple[str, str | None, str]:
     """The design string, the grammar (given, or a design file's ``# grammar:`` line) and a name for messages."""
-    from nasmtl.cli import CommandError
+    from nasmtl.errors import CommandError
 
     path = Path(target)
     if path.is_file():

@@ -9,9 +9,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from nasmtl.data.tasks import TASK_KINDS, Task
+from nasmtl.errors import NasmtlError
 
 
-class DataError(ValueError):
+class DataError(NasmtlError, ValueError):
     """A data file or data spec that cannot be used; the message names the file and the place."""
 
 

@@ -13,10 +13,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from nasmtl.errors import NasmtlError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class OnnxError(RuntimeError):
+class OnnxError(NasmtlError, RuntimeError):
     """Any failure reading, exporting, running or quantizing an ONNX model; the message names the file."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from nasmtl.errors import NasmtlError
 from nasmtl.predict.encoding import ENCODING_VERSION, N_FEATURES, feature_vector
 
 NB201_INPUT = (3, 32, 32)
@@ -36,7 +37,7 @@ The tuples follow NASLib's edge list (1->2, 1->3, 1->4, 2->3, 2->4, 3->4 in 1-ba
 i.e. 1<-0, 2<-0, 3<-0, 2<-1, 3<-1, 3<-2 here)."""
 
 
-class PredictDataError(ValueError):
+class PredictDataError(NasmtlError, ValueError):
     """Training data that cannot be read (a missing table file, a run without finished trials)."""
 
 

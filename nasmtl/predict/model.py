@@ -22,6 +22,7 @@ import onnx
 import torch
 import torch.nn as nn
 
+from nasmtl.errors import NasmtlError
 from nasmtl.onnx.graph import OnnxError, PathLike
 from nasmtl.predict.encoding import ENCODING_VERSION, FEATURE_NAMES, feature_vector
 
@@ -30,7 +31,7 @@ ONNX_ENCODING = "onnx-graph"
 """The ``encoding`` of predictors that read :func:`nasmtl.predict.encoding.feature_vector`."""
 
 
-class PredictorError(ValueError):
+class PredictorError(NasmtlError, ValueError):
     """A predictor file or card that cannot be used; the message names the file and the problem."""
 
 

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from nasmtl.errors import NasmtlError
+
 SHARED_BENCHMARKS = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
 """``../shared/benchmarks`` seen from the project root (the read-only benchmark result tables)."""
 
@@ -40,7 +42,7 @@ GRAPHGYM_DIMS = ("batch", "l_pre", "l_mp", "l_post", "stage", "bn", "act", "drop
 """The design dimensions of the GraphGym design bank."""
 
 
-class BankError(ValueError):
+class BankError(NasmtlError, ValueError):
     """A bank file, run or table that cannot be read; the message names the file and the place."""
 
 

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nasmtl.errors import NasmtlError
 from nasmtl.priors.bank import Record, percentiles
 
 PROBE_INPUTS = 256
@@ -36,7 +37,7 @@ PROBE_STEPS = 80
 PROBE_SEED = 1234
 
 
-class EmbeddingError(ValueError):
+class EmbeddingError(NasmtlError, ValueError):
     """A task that cannot be embedded (no examples, anchors missing from its results)."""
 
 

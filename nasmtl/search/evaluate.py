@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from nasmtl.errors import NasmtlError
+
 EpochCallback = Callable[[int, dict[str, float]], bool]
 """``on_epoch(epoch_index, partial_objectives) -> keep_going``."""
 
 
-class TrialFailed(RuntimeError):
+class TrialFailed(NasmtlError, RuntimeError):
     """A candidate that cannot be evaluated; ``reason`` is a short word for the kind of failure."""
 
     def __init__(self, reason: str, message: str) -> None:

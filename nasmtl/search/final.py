@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nasmtl.config import ConfigError, Objective, RunConfig
+from nasmtl.errors import NasmtlError
 from nasmtl.search.baselines import Candidate
 
 FINAL_DIR = "final"
 
 
-class FinalTrainingError(RuntimeError):
+class FinalTrainingError(NasmtlError, RuntimeError):
     """A final training that failed; the run's records are as they were before it started."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from nasmtl.arch.ir import Arch
 from nasmtl.arch.registry import Shape
+from nasmtl.errors import NasmtlError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,7 +39,7 @@ optuna samplers) can treat each key as one categorical parameter.
 """
 
 
-class SpaceError(ValueError):
+class SpaceError(NasmtlError, ValueError):
     """A space file or a design string that is not valid; the message names file and place."""
 
 
