@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import time
 import warnings
@@ -24,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from nasmtl.files import write_atomic
 from nasmtl.onnx.graph import OnnxError, PathLike, _short, load_onnx
 from nasmtl.onnx.runtime import run_onnx, session
 
@@ -435,9 +435,7 @@ def quantize(
         except Exception as exc:
             raise OnnxError(f"{out_path}: quantized model does not run ({_short(exc)})") from None
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        staged = out_path.with_name(out_path.name + ".partial")
-        staged.write_bytes(current.read_bytes())
-        os.replace(staged, out_path)
+        write_atomic(out_path, current.read_bytes())
     return QuantResult(
         path=out_path, applied=applied, skipped=skipped, seconds=time.perf_counter() - t0, renamed=renamed
     )

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from nasmtl.errors import NasmtlError
+from nasmtl.files import write_json
 from nasmtl.onnx.graph import OnnxError, PathLike
 from nasmtl.predict.encoding import ENCODING_VERSION, FEATURE_NAMES, feature_vector
 
@@ -199,7 +200,7 @@ def save_predictor(net: EnsembleMLP, path: PathLike, outputs: Sequence[str], tra
     if extra:
         card.update(extra)
     cp = card_path(p)
-    cp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    write_json(cp, card, indent=2)
     return cp
 
 

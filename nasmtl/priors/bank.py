@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from nasmtl.errors import NasmtlError
+from nasmtl.files import write_atomic
 
 SHARED_BENCHMARKS = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
 """``../shared/benchmarks`` seen from the project root (the read-only benchmark result tables)."""
@@ -130,14 +131,10 @@ class Bank:
         """Write the bank as JSON lines (atomically); returns the path."""
         p = Path(path or self.path or BANK_NAME)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in self.records:
-                f.write(json.dumps(r.to_json()) + "\n")
-            for task, kinds in self.embeddings.items():
-                for kind, vec in kinds.items():
-                    f.write(json.dumps({"type": "embedding", "task": task, "kind": kind, "vector": vec}) + "\n")
-        os.replace(tmp, p)
+        lines = [json.dumps(r.to_json()) for r in self.records]
+        lines += [json.dumps({"type": "embedding", "task": task, "kind": kind, "vector": vec})
+                  for task, kinds in self.embeddings.items() for kind, vec in kinds.items()]
+        write_atomic(p, "".join(line + "\n" for line in lines))
         self.path = p
         return p
 

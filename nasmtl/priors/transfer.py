@@ -16,7 +16,6 @@ gets both through :func:`with_priors`.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from nasmtl.files import write_json
 from nasmtl.priors.bank import Bank, BankError, Record, local_bank_path, percentiles, run_source, task_id
 from nasmtl.priors.embedding import decision_options, scores_by_task, similarity
 
@@ -312,7 +312,7 @@ def apply_priors(run: Any, space: Any, proposer: Any, data: Any = None,
         if not run.study.get_trials(deepcopy=False):
             enqueue_warm_start(run.study, space, priors.warm_start, cfg.search.sampler)
         run.study.set_user_attr("priors", priors.to_json())
-        (run.dir / PRIORS_FILE).write_text(json.dumps(priors.to_json(), indent=1))
+        write_json(run.dir / PRIORS_FILE, priors.to_json())
     set_prior(proposer, priors.prior, cfg.search.sampler)
     say(priors.summary())
     return priors

@@ -13,7 +13,6 @@ from it, and it does not count towards the trial budget.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -30,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nasmtl.config import Objective
+from nasmtl.files import fsync_file, read_json, write_json
 from nasmtl.search.evaluate import Evaluator, TrialFailed, TrialStopped
 from nasmtl.search.hypervolume import hypervolume
 from nasmtl.search.pareto import pareto_indices
@@ -62,6 +62,45 @@ class Outcome:
     reason: str = ""
     seconds: float = 0.0
     hypervolume: float = 0.0
+
+
+@dataclass
+class Repair:
+    """What :meth:`Engine.repair` found: records rewritten from the storage, ONNX files damaged (trial -> why)."""
+
+    rewritten: list[int] = field(default_factory=list)
+    damaged: dict[int, str] = field(default_factory=dict)
+
+
+_RECORD_STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail"}
+"""Finished trial states that have a ``trials/NNNNN.json`` record (duplicates have none)."""
+
+
+def trial_record(number: int, state: str, values: dict[str, float], reason: str, seconds: float,
+                 hv: float, attrs: dict[str, Any], worker: str | None) -> dict[str, Any]:
+    """The JSON record of one finished trial (``trials/NNNNN.json``)."""
+    rec = {"trial": number, "state": state, "design": attrs.get("design"), "choices": attrs.get("choices"),
+           "objectives": values, "reason": reason, "seconds": seconds, "hypervolume": hv, "worker": worker,
+           "epochs": {k: v for k, v in attrs.items() if k.startswith(("epoch:", "rung:"))}}
+    for k in ("rung", "steps"):
+        if k in attrs:
+            rec[k] = attrs[k]
+    if state == "complete":
+        rec["onnx"] = f"trials/{number:05d}.onnx"
+    return rec
+
+
+def frozen_record(t: FrozenTrial, names: Sequence[str]) -> dict[str, Any]:
+    """The record of a finished trial rebuilt from the storage alone (what :func:`trial_record` wrote)."""
+    a = t.user_attrs
+    state = _RECORD_STATES[t.state]
+    values = {k[len("value:"):]: v for k, v in a.items() if k.startswith("value:")}
+    if not values and t.values is not None:
+        values = dict(zip(names, t.values))
+    reason = {"fail": f"{a.get('fail_reason', 'error')}: {a.get('fail_message', '')}",
+              "pruned": str(a.get("stopped", ""))}.get(state, "")
+    return trial_record(t.number, state, values, reason, float(a.get("seconds", 0.0)),
+                        float(a.get("hypervolume", 0.0)), a, a.get("worker"))
 
 
 @dataclass
@@ -235,8 +274,11 @@ class Engine:
     progress: Callable[[str], None] | None = None
     status: Any = None
     """A ``nasmtl.progress.Progress`` whose status line shows trials done, time left and the best values."""
+    shared: bool = False
+    """The storage is shared with workers whose files live elsewhere (any ``--storage``; not the run's own journal)."""
     _observed: set[int] = field(default_factory=set, repr=False)
     _designs: dict[str, int] = field(default_factory=dict, repr=False)
+    _damaged: set[int] = field(default_factory=set, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -293,6 +335,7 @@ class Engine:
         dead = fail_dead_trials(self.study)
         if dead:
             self._say(f"marked {len(dead)} trial(s) of dead workers failed: {', '.join(map(str, dead))}")
+        self.repair()
         start = time.perf_counter()
         failures = dups = 0
         while True:
@@ -350,6 +393,7 @@ class Engine:
             trial = self.study.ask()
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
         onnx_path = self.run_dir / "trials" / f"{trial.number:05d}.onnx"
         beat = _Heartbeat(self.study._storage, trial._trial_id)
         try:
@@ -385,6 +429,8 @@ class Engine:
             except Exception as e:
                 onnx_path.unlink(missing_ok=True)
                 return self._fail(trial, "error", f"{type(e).__name__}: {_first_line(e)}", t0)
+            if onnx_path.exists():
+                fsync_file(onnx_path)      # on disk before the storage says the trial is complete
             return self._finish(trial, "complete", values, t0)
         finally:
             beat.stop()
@@ -468,28 +514,65 @@ class Engine:
 
     def _record(self, number: int, out: Outcome, trial: optuna.Trial) -> None:
         """Write ``trials/NNNNN.json`` and refresh ``pareto/`` (atomic renames; safe for many workers)."""
-        rec = {"trial": number, "state": out.state, "design": trial.user_attrs.get("design"),
-               "choices": trial.user_attrs.get("choices"), "objectives": out.values, "reason": out.reason,
-               "seconds": out.seconds, "hypervolume": out.hypervolume, "worker": worker_id(),
-               "epochs": {k: v for k, v in trial.user_attrs.items() if k.startswith(("epoch:", "rung:"))}}
-        for k in ("rung", "steps"):
-            if k in trial.user_attrs:
-                rec[k] = trial.user_attrs[k]
-        if out.state == "complete":
-            rec["onnx"] = f"trials/{number:05d}.onnx"
-        _write_json(self.run_dir / "trials" / f"{number:05d}.json", rec)
+        rec = trial_record(number, out.state, out.values, out.reason, out.seconds, out.hypervolume,
+                           trial.user_attrs, worker_id())
+        write_json(self.run_dir / "trials" / f"{number:05d}.json", rec)
         if out.state == "complete":
             self.refresh_pareto()
 
+    def repair(self) -> Repair:
+        """Bring the run directory back in line with the storage after a crash (run at every start).
+
+        The storage is the truth: a finished trial whose ``trials/NNNNN.json`` is missing or cut short
+        gets it rewritten from the storage; a complete trial whose ONNX file is missing or does not load
+        is named (its figures stay in the storage; ``nasmtl retrain`` rebuilds the model) and kept out
+        of ``pareto/``; ``pareto.json`` and ``pareto/`` are rewritten. With a ``shared`` storage only
+        the trials whose files live in this directory (user attr ``run_dir``) are checked: other
+        workers keep theirs in their own ``--runs`` folders.
+        """
+        import onnx
+
+        here = str(self.run_dir.resolve())
+        rewritten: list[int] = []
+        damaged: dict[int, str] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            state = _RECORD_STATES.get(t.state)
+            if state is None or "duplicate_of" in t.user_attrs:
+                continue
+            if self.shared and t.user_attrs.get("run_dir") != here:
+                continue
+            path = self.run_dir / "trials" / f"{t.number:05d}.json"
+            if read_json(path) is None:
+                write_json(path, frozen_record(t, self.names))
+                rewritten.append(t.number)
+            if state == "complete":
+                onnx_path = self.run_dir / "trials" / f"{t.number:05d}.onnx"
+                try:
+                    onnx.load(str(onnx_path))
+                except FileNotFoundError:
+                    damaged[t.number] = "missing"
+                except Exception as e:
+                    damaged[t.number] = f"does not load: {_first_line(e)[:120]}"
+        self._damaged = set(damaged)
+        self.refresh_pareto()
+        if rewritten:
+            self._say(f"rewrote {len(rewritten)} trial record(s) from the storage (missing or cut short): "
+                      f"{', '.join(map(str, rewritten))}")
+        for number, why in sorted(damaged.items()):
+            self._say(f"trials/{number:05d}.onnx {why}; the trial's figures are kept in the storage; "
+                      f"`nasmtl retrain {self.run_dir} --trial {number}` rebuilds the model")
+        return Repair(rewritten, damaged)
+
     def refresh_pareto(self) -> None:
-        """Point ``pareto/`` at the ONNX files of the current Pareto members and list them in ``pareto.json``."""
+        """Point ``pareto/`` at the ONNX files of the current Pareto members and list them in ``pareto.json``
+        (``"onnx": null`` for a member whose file is missing or damaged)."""
         members = pareto_trials(self.study.get_trials(deepcopy=False), self.directions)
         pdir = self.run_dir / "pareto"
         pdir.mkdir(exist_ok=True)
         keep = set()
         for t in members:
             src = self.run_dir / "trials" / f"{t.number:05d}.onnx"
-            if not src.exists():
+            if not src.exists() or t.number in self._damaged:
                 continue
             dst = pdir / src.name
             keep.add(dst.name)
@@ -505,9 +588,9 @@ class Engine:
         for f in pdir.glob("*.onnx"):
             if f.name not in keep:
                 f.unlink(missing_ok=True)
-        _write_json(self.run_dir / "pareto.json", [
+        write_json(self.run_dir / "pareto.json", [
             {"trial": t.number, "objectives": dict(zip(self.names, t.values)), "design": t.user_attrs.get("design"),
-             "onnx": f"pareto/{t.number:05d}.onnx"} for t in members])
+             "onnx": f"pareto/{t.number:05d}.onnx" if f"{t.number:05d}.onnx" in keep else None} for t in members])
 
     def _line(self, out: Outcome) -> str:
         trials = self.study.get_trials(deepcopy=False)
@@ -543,8 +626,3 @@ def _first_line(e: BaseException) -> str:
     s = str(e).strip()
     return (s.splitlines()[0] if s else type(e).__name__)[:300]
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)

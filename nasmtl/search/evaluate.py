@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from nasmtl.errors import NasmtlError
+from nasmtl.files import write_json
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 """``on_epoch(epoch_index, partial_objectives) -> keep_going``."""
@@ -214,8 +215,6 @@ class ArchEvaluator:
     def _quantized(self, fp32_path: Path, onnx_path: Path, policy: Any, companions: bool = True) -> dict[str, float]:
         """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``
         (``companions``; skipped for trials stopped below the top rung, which never reach the report)."""
-        import json
-
         from nasmtl.quant_eval import baselines, measure_policy
 
         calib = self.data.train.x[: self.calibration_samples]
@@ -233,7 +232,7 @@ class ArchEvaluator:
         values["quant.skipped"] = float(len(m.quant.skipped))
         note = {"policy": str(policy), "applied": m.quant.applied, "skipped": m.quant.skipped,
                 "groups": m.quant.groups}
-        onnx_path.with_name(onnx_path.stem + ".quant.json").write_text(json.dumps(note, indent=1))
+        write_json(onnx_path.with_name(onnx_path.stem + ".quant.json"), note)
         int8 = fp32_path.parent / f"{fp32_path.stem}.int8.onnx"
         int8.unlink(missing_ok=True)
         return values

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nasmtl.config import ConfigError, Objective, RunConfig
 from nasmtl.errors import NasmtlError
+from nasmtl.files import fsync_file, write_json
 from nasmtl.search.baselines import Candidate
 
 FINAL_DIR = "final"
@@ -160,19 +161,11 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
                           trial=candidate.trial, search=candidate.search, variants=variants,
                           policy=str(candidate.policy) if candidate.policy is not None else None,
                           source=candidate.source, order=order)
+        fsync_file(shipped)
         os.replace(shipped, out_dir / f"{name}.onnx")
-        _write_json(out_dir / f"{name}.json", asdict(rec))
+        write_json(out_dir / f"{name}.json", asdict(rec))
     return rec
 
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file, flushed to disk, then renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=1, default=float))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_final(run_dir: Path) -> dict[str, list[FinalRecord]]:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import optuna
 
 from nasmtl.config import ConfigError, RunConfig
+from nasmtl.files import write_json
 from nasmtl.search.engine import Engine, SearchBudget, Summary
 from nasmtl.search.fidelity import SuccessiveHalving
 from nasmtl.search.pruning import MultiObjectivePruner, Pruner
@@ -99,8 +100,8 @@ def start_run(cfg: RunConfig | None, name: str, storage_url: str | None = None,
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(cfg.objective_names)      # objective labels in optuna-dashboard
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
-    (run_dir / RUN_FILE).write_text(json.dumps({"name": name, "storage": storage_url}, indent=1))
+    write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+    write_json(run_dir / RUN_FILE, {"name": name, "storage": storage_url})
     return Run(name, run_dir, cfg, storage_url, study)
 
 
@@ -136,9 +137,9 @@ def join_run(name: str, storage_url: str, runs_root: Path = Path("runs")) -> Run
     study = _study(name, storage, cfg, create=False)
     run_dir = runs_root / name
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=1))
+    write_json(run_dir / CONFIG_FILE, cfg.to_dict())
     if not (run_dir / RUN_FILE).exists():
-        (run_dir / RUN_FILE).write_text(json.dumps({"name": name, "storage": storage_url}, indent=1))
+        write_json(run_dir / RUN_FILE, {"name": name, "storage": storage_url})
     return Run(name, run_dir, cfg, storage_url, study)
 
 
@@ -218,7 +219,7 @@ def build_engine(run: Run, trials: int | None = None, seconds: float | None = No
     budget = SearchBudget(trials if trials is not None else cfg.search.trials,
                           seconds if seconds is not None else cfg.search.seconds, cfg.search.max_failures)
     return Engine(run.study, space, evaluator, cfg.objectives, proposer, run.dir, budget, pruner,
-                  cfg.search.trial_timeout, progress, status)
+                  cfg.search.trial_timeout, progress, status, shared=run.storage is not None)
 
 
 def run_engine(run: Run, trials: int | None = None, seconds: float | None = None,

@@ -5,18 +5,27 @@ local processes and for a killed-and-resumed search); ``postgresql://...``, ``sq
 ``mysql://...`` open an ``RDBStorage`` whose heartbeats let live workers fail and retry the
 trials of dead ones; any other string is a journal file path. A storage that does not answer
 raises ``StorageError`` with one line naming the URL.
+
+A journal file whose last record was cut short by a crash (no final newline) has that fragment moved
+to ``study.journal.torn-DATE`` before it is opened, under optuna's own file lock: left in place, the
+next append would glue onto it and make the whole file unreadable. A damaged record further up is
+reported with its line number and how to keep the trials before it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from nasmtl.config import ConfigError
 
@@ -87,9 +96,85 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 def _journal(path: Path) -> JournalStorage:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        cut = repair_journal_tail(path)
+        if cut:
+            print(f"nasmtl: {path}: its last record was cut short by a crash ({cut} bytes, a write that never "
+                  f"finished); moved to {cut_name(path)}*, every finished record kept", file=sys.stderr)
         return JournalStorage(JournalFileBackend(str(path)))
     except OSError as e:
         raise StorageError(f"journal file {path} cannot be opened: {e.strerror or e}") from None
+    except ValueError:
+        line = damaged_line(path)
+        where = f"line {line}" if line else "a record"
+        keep = f"; the trials before it can be kept: head -n {line - 1} {path} > kept.journal" if line else ""
+        raise StorageError(f"journal file {path}: {where} is damaged (not a journal record){keep}") from None
+
+
+def cut_name(path: Path) -> str:
+    """Prefix of the side files that hold a journal's torn tails (``study.journal.torn-``)."""
+    return f"{path.name}.torn-"
+
+
+def repair_journal_tail(path: Path) -> int:
+    """Move a torn last record (bytes after the final newline) out of a journal file; returns their count.
+
+    Holds the lock optuna's writers take (``JournalFileSymlinkLock``), so a record another process is
+    appending at this moment is never mistaken for a torn one.
+    """
+    if not _torn(path):
+        return 0
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        if not _torn(path):
+            return 0
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            pos, chunk = size, 1 << 16
+            while pos > 0:
+                start = max(0, pos - chunk)
+                f.seek(start)
+                nl = f.read(pos - start).rfind(b"\n")
+                if nl >= 0:
+                    pos = start + nl + 1
+                    break
+                pos = start
+            f.seek(pos)
+            tail = f.read()
+            side = path.with_name(cut_name(path) + time.strftime("%Y%m%d-%H%M%S"))
+            side.write_bytes(tail)
+            f.truncate(pos)
+            f.flush()
+            os.fsync(f.fileno())
+        return len(tail)
+    finally:
+        lock.release()
+
+
+def _torn(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
+def damaged_line(path: Path) -> int | None:
+    """The 1-based number of the first line of a journal file that is not a JSON record, if any."""
+    try:
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, start=1):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    return n
+    except OSError:
+        return None
+    return None
 
 
 def _first_line(e: BaseException) -> str:
