@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -17,54 +12,19 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import TINY_RUN
+from tests.pgserver import NoPostgres, postgres_server
 from tests.test_search_resume import env
 
 pytestmark = pytest.mark.postgres
 
 
-def _bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def postgres(tmp_path: Path):
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed; .ci/run installs the postgresql package")
-    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install -e '.[postgres]')")
-    base = Path(tempfile.mkdtemp(prefix="nasmtl-pg-"))
-    data = base / "pgdata"
-    data.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        import pwd
-
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        shutil.chown(data, "postgres")
-        os.chmod(base, 0o755)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+def postgres():
     try:
-        for cmd in ([initdb, "-D", str(data), "-A", "trust", "-U", "nasmtl"],
-                    [pg_ctl, "-D", str(data), "-l", str(data / "log"), "-w", "-o",
-                     f"-p {port} -h 127.0.0.1 -k {data}", "start"]):
-            done = subprocess.run(prefix + cmd, capture_output=True, text=True)
-            assert done.returncode == 0, f"{cmd[0]} failed: {done.stderr or done.stdout}"
-        url = f"postgresql://nasmtl@127.0.0.1:{port}/postgres"
-        yield url
-    finally:
-        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+        with postgres_server() as url:
+            yield url
+    except NoPostgres as e:
+        pytest.skip(str(e))
 
 
 def test_three_workers_on_postgres(root: Path, tmp_path: Path, postgres: str) -> None:

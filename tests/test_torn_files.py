@@ -112,3 +112,14 @@ def test_write_json_is_whole_or_old(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(OSError):
         write_json(path, {"v": 2})
     assert read_json(path) == {"v": 1} and [p.name for p in tmp_path.iterdir()] == ["rec.json"]
+
+
+def test_a_start_killed_before_its_config_was_stored_starts_again(root: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    optuna.create_study(study_name="h", storage=open_storage(None, runs / "h"), directions=["maximize", "minimize"])
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_RUN.format(root=root, trials=1))
+    assert main(["search", str(cfg), "--name", "h", "--runs", str(runs), "--no-final", "--quiet"]) == 0, \
+        capsys.readouterr().err
+    assert len(_completes(runs / "h")) == 1

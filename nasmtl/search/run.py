@@ -83,6 +83,8 @@ def start_run(cfg: RunConfig | None, name: str, storage_url: str | None = None,
         storage_url = json.loads((run_dir / RUN_FILE).read_text()).get("storage")
     storage = open_storage(storage_url, run_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if name in _study_names(storage) and _half_made(storage, name):
+        optuna.delete_study(study_name=name, storage=storage)
     if name in _study_names(storage):
         study = _study(name, storage, RunConfig.from_dict(_stored_config(storage, name)), create=False)
         stored = RunConfig.from_dict(study.user_attrs["config"], f"study {name!r}")
@@ -115,6 +117,12 @@ def _comparable(cfg: RunConfig) -> dict:
     d.get("search", {}).pop("bank", None)
     d.pop("final", None)
     return d
+
+
+def _half_made(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """A study that a start killed between creating it and storing its config (no config, no trials): made again."""
+    sid = storage.get_study_id_from_name(name)
+    return "config" not in storage.get_study_user_attrs(sid) and not storage.get_all_trials(sid, deepcopy=False)
 
 
 def _stored_config(storage: optuna.storages.BaseStorage, name: str) -> dict:
