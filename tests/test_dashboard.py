@@ -61,6 +61,10 @@ def test_dashboard_shows_trials_attrs_and_constraints(root: Path, tmp_path: Path
     keys = {a["key"] for a in done[0]["user_attrs"]}
     assert {"design", "choices", "value:left.accuracy", "value:macs", "hypervolume"} <= keys
     assert all(len(t["constraints"]) == 1 for t in done)                 # the bound on left.accuracy
+    for t in done:                                                       # evolution's decisions as params
+        attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
+        params = {p["name"]: p["param_external_value"] for p in t["params"]}
+        assert params and params == json.loads(attrs["choices"])
     assert any(t["constraints"][0] > 0 for t in done) == any(t["values"][0] < 0.3 for t in done)
     failed = [t for t in trials if t["state"] == "Fail"]
     if failed:

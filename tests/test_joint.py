@@ -14,7 +14,7 @@ from nasmtl.arch.compose import task_costs
 from nasmtl.arch.ir import Arch, ArchBuilder
 from nasmtl.config import ConfigError, parse_config
 from nasmtl.mtl_metrics import delta_m
-from nasmtl.spaces.base import SpaceError
+from nasmtl.spaces.base import SpaceError, design_options
 from nasmtl.spaces.joint import Design, FixedArchSpace, JointSpace, joint_from_parts
 from nasmtl.spaces.layout import LayoutSpace
 from nasmtl.spaces.quant import QuantPolicy, QuantSpace
@@ -69,6 +69,8 @@ def test_round_trip_operators_and_choices(root: Path) -> None:
     assert all(v > 0 for v in changed.values())
     ch = space.choices(x)
     assert {"layout:layout.s0", "quant:quant.g0"} <= set(ch) and any(k.startswith("arch:") for k in ch)
+    opts = design_options(space, x)                  # every decision with its options (trial params)
+    assert set(opts) == set(ch) and all(ch[k] in opts[k] for k in ch)
     assert space.size() == float("inf")
     for bad in ("layout=a", "arch=seq(x);layout=left+right/left+right/left+right;quant=fp32,fp32,fp32",
                 space.encode(x).replace(";quant=", ";q=")):

@@ -15,7 +15,7 @@ from nasmtl.search.engine import Engine, SearchBudget, pareto_trials
 from nasmtl.search.evaluate import TrialFailed
 from nasmtl.search.evolution import EvolutionStrategy
 from nasmtl.search.pruning import MultiObjectivePruner
-from nasmtl.search.samplers import SamplerProposer, make_proposer, make_sampler
+from nasmtl.search.samplers import Proposer, SamplerProposer, make_proposer, make_sampler
 from nasmtl.search.storage import StorageError, open_storage
 from tests.conftest import FakeEvaluator
 
@@ -77,7 +77,7 @@ def test_duplicates_are_not_trained_twice(root: Path, tmp_path: Path) -> None:
     assert len(ev.calls) == len(set(ev.calls)) == 4
 
 
-class _Repeat:
+class _Repeat(Proposer):
     """Proposes each of four designs twice in a row."""
 
     def __init__(self, space: Any) -> None:
@@ -253,3 +253,24 @@ def test_evaluation_batch_shrinks_with_activations(root: Path) -> None:
     assert eval_batch_size(small, 512) == 512
     b = eval_batch_size(wide, 512)
     assert 1 <= b < 512 and b * 4 * activation_elements(wide) <= EVAL_BYTES
+
+
+@pytest.mark.parametrize("grammar", ["cnn.lark", "convnet.lark"])
+def test_grammar_decisions_become_trial_params_under_evolution(root: Path, grammar: str) -> None:
+    from nasmtl.spaces.base import design_options
+    from nasmtl.spaces.grammar import load_space
+
+    space = load_space(root / "grammars" / grammar, (1, 28, 28))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("evolution", 0))
+    prop = make_proposer("evolution", space, ["maximize", "minimize"], seed=0, population=3)
+    for i in range(5):
+        trial = study.ask()
+        prop.learn_distributions(study.get_trials(deepcopy=False))
+        design = prop.propose(trial)
+        prop.record(trial, space, design)
+        study.tell(trial, [float(i), 1.0])
+        prop.observe(design, [float(i), 1.0])
+        frozen = study.get_trials(deepcopy=False)[-1]
+        options = design_options(space, design)
+        assert frozen.params == space.choices(design) and set(options) == set(frozen.params)
+        assert all(frozen.params[k] in options[k] and len(options[k]) > 1 for k in options)

@@ -295,8 +295,7 @@ class Engine:
     def _sync(self) -> list[FrozenTrial]:
         """Read the study; feed newly finished trials to the proposer and the duplicate index."""
         trials = self.study.get_trials(deepcopy=False)
-        if hasattr(self.proposer, "learn_distributions"):
-            self.proposer.learn_distributions(trials)
+        self.proposer.learn_distributions(trials)
         for t in trials:
             if t.number in self._observed or not t.state.is_finished():
                 continue
@@ -403,6 +402,7 @@ class Engine:
                 key = self.space.encode(design)
                 trial.set_user_attr("design", key)
                 trial.set_user_attr("choices", {str(k): str(v) for k, v in self.space.choices(design).items()})
+                self.proposer.record(trial, self.space, design)
             except KeyboardInterrupt:
                 raise
             except Exception as e:

@@ -4,20 +4,24 @@
 drive a ``DecisionSpace`` decision by decision (each decision is a categorical parameter, so
 optuna-dashboard shows it); spaces without ``sample_with`` are sampled with an RNG seeded by the
 trial. ``evolution`` is our ask/tell ``EvolutionStrategy``, fed with the study's finished trials.
+Whatever proposed a design, its decisions end up as the trial's categorical parameters
+(``Proposer.record``), so every sampler's trials show their decisions in optuna-dashboard.
 """
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 
 from nasmtl.config import SAMPLERS
+from nasmtl.spaces.base import design_options
 from nasmtl.search.evolution import EvolutionStrategy
 
 
@@ -42,34 +46,14 @@ def make_sampler(name: str, seed: int, population: int | None = None) -> optuna.
     raise ValueError(f"unknown sampler {name!r} (samplers: {', '.join(SAMPLERS)})")
 
 
-class Proposer(Protocol):
-    """Gives each new trial its design and learns from finished trials."""
-
-    def propose(self, trial: optuna.Trial) -> Any:
-        """The design of ``trial`` (its decisions may be suggested on the trial)."""
-        ...
-
-    def observe(self, design: Any, values: Sequence[float] | None) -> None:
-        """A finished trial of the study (values ``None`` for a failed or stopped one)."""
-        ...
-
-
-def _options_hash(options: Sequence[str]) -> str:
-    return hashlib.sha1("\x1f".join(options).encode()).hexdigest()[:6]
-
-
 @dataclass
-class SamplerProposer:
-    """Designs drawn through the study's optuna sampler, one categorical parameter per decision."""
+class ParamNames:
+    """Optuna parameter names of decisions: the decision key, or ``key#hash`` when the key was already
+    used with other options (optuna keeps one distribution per name in a study)."""
 
-    space: Any
-    seed: int = 0
     _choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    prior: Any = None
-    """Transferred sampling weights: with them, designs are drawn from the space with an RNG (``random`` sampler)."""
 
-    def param_name(self, key: str, options: Sequence[str]) -> str:
-        """``key``, or ``key#hash`` when ``key`` was already used with other options."""
+    def name(self, key: str, options: Sequence[str]) -> str:
         opts = tuple(options)
         known = self._choices.setdefault(key, opts)
         if known == opts:
@@ -78,12 +62,78 @@ class SamplerProposer:
         self._choices.setdefault(name, opts)
         return name
 
-    def learn_distributions(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+    def learn(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
         """Remember the option sets of parameters already in the study (so names stay consistent)."""
         for t in trials:
             for k, d in t.distributions.items():
                 if isinstance(d, CategoricalDistribution):
                     self._choices.setdefault(k, tuple(str(c) for c in d.choices))
+
+
+def record_decisions(trial: optuna.Trial, space: Any, design: Any, names: ParamNames) -> int:
+    """Write the decisions of ``design`` as ``trial``'s categorical parameters; returns how many.
+
+    For designs that no optuna sampler drew (evolution, predictors, enqueued starts, RNG-sampled
+    spaces): the values are set in the storage as they are, nothing is sampled. A trial that already
+    has parameters (its sampler suggested them) is left alone.
+    """
+    if trial.params:
+        return 0
+    chosen = space.choices(design)
+    n = 0
+    for key, options in design_options(space, design).items():
+        value = chosen.get(key)
+        if value is None or value not in options:
+            continue
+        dist = CategoricalDistribution(list(options))
+        trial.storage.set_trial_param(trial._trial_id, names.name(key, options), dist.to_internal_repr(value), dist)
+        n += 1
+    return n
+
+
+class Proposer(abc.ABC):
+    """Gives each new trial its design and learns from finished trials; the hooks default to doing nothing."""
+
+    names: ParamNames
+
+    @abc.abstractmethod
+    def propose(self, trial: optuna.Trial) -> Any:
+        """The design of ``trial`` (its decisions may be suggested on the trial)."""
+
+    def observe(self, design: Any, values: Sequence[float] | None) -> None:
+        """A finished trial of the study (values ``None`` for a failed or stopped one)."""
+
+    def learn_distributions(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+        """The study's trials, read before each new one (parameter names stay consistent)."""
+        self._names().learn(trials)
+
+    def record(self, trial: optuna.Trial, space: Any, design: Any) -> None:
+        """Make the design's decisions ``trial``'s parameters where no sampler suggested them."""
+        record_decisions(trial, space, design, self._names())
+
+    def _names(self) -> ParamNames:
+        if not hasattr(self, "names"):
+            self.names = ParamNames()
+        return self.names
+
+
+def _options_hash(options: Sequence[str]) -> str:
+    return hashlib.sha1("\x1f".join(options).encode()).hexdigest()[:6]
+
+
+@dataclass
+class SamplerProposer(Proposer):
+    """Designs drawn through the study's optuna sampler, one categorical parameter per decision."""
+
+    space: Any
+    seed: int = 0
+    names: ParamNames = field(default_factory=ParamNames)
+    prior: Any = None
+    """Transferred sampling weights: with them, designs are drawn from the space with an RNG (``random`` sampler)."""
+
+    def param_name(self, key: str, options: Sequence[str]) -> str:
+        """``key``, or ``key#hash`` when ``key`` was already used with other options."""
+        return self.names.name(key, options)
 
     def propose(self, trial: optuna.Trial) -> Any:
         if self.prior is not None:
@@ -95,15 +145,14 @@ class SamplerProposer:
             return self.space.sample_with(decide)
         return self.space.sample(np.random.default_rng([self.seed, trial.number]))
 
-    def observe(self, design: Any, values: Sequence[float] | None) -> None:
-        return None
 
 
 @dataclass
-class StrategyProposer:
+class StrategyProposer(Proposer):
     """Designs from an ask/tell strategy (``EvolutionStrategy``)."""
 
     strategy: Any
+    names: ParamNames = field(default_factory=ParamNames)
 
     def propose(self, trial: optuna.Trial) -> Any:
         """The strategy's next design; a skipping predictor strategy records its running count of declined

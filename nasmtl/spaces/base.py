@@ -99,6 +99,27 @@ class DecisionSpace(Protocol[D]):
         ...
 
 
+def design_options(space: Any, x: Any) -> dict[str, tuple[str, ...]]:
+    """Each decision of design ``x`` with the options it was chosen among, keyed as ``space.choices(x)``.
+
+    From ``space.decision_options(x)`` where a space defines it (grammars: the rule's alternatives),
+    else by replaying ``x`` through ``sample_with``; ``{}`` for a space with neither.
+    """
+    if hasattr(space, "decision_options"):
+        return space.decision_options(x)
+    if not hasattr(space, "sample_with"):
+        return {}
+    chosen = space.choices(x)
+    asked: dict[str, tuple[str, ...]] = {}
+
+    def replay(key: str, options: Sequence[str], weights: Sequence[float]) -> str:
+        asked[key] = tuple(str(o) for o in options)
+        return chosen[key] if key in chosen else options[0]
+
+    space.sample_with(replay)
+    return {k: v for k, v in asked.items() if k in chosen}
+
+
 def rng_decide(rng: np.random.Generator, prior: Prior | None = None) -> Decide:
     """A ``Decide`` that draws from ``rng`` with the space's weights, reweighted by ``prior``."""
 

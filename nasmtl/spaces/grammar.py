@@ -303,6 +303,11 @@ class GrammarSpace:
         """The decisions of a design: ``{"<rule>@<path>": alternative label}`` (rules with a choice)."""
         return self._replay(x).choices
 
+    def decision_options(self, x: Derivation) -> dict[str, tuple[str, ...]]:
+        """Each decision of ``x`` with its rule's alternative labels (``design_options``)."""
+        rules = self.grammar.rules
+        return {k: tuple(dict.fromkeys(a.label for a in rules[k.split("@", 1)[0]].alts)) for k in self.choices(x)}
+
     def size(self) -> float:
         """Infinite when any rule recurses (the usual case); else the number of derivations."""
         if any(a.recursive for r in self.grammar.rules.values() for a in r.alts):

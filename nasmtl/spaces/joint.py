@@ -27,7 +27,7 @@ import numpy as np
 from nasmtl.arch.compose import compose, merge_stages
 from nasmtl.arch.ir import Arch
 from nasmtl.arch.registry import Shape
-from nasmtl.spaces.base import Decide, Prior, SpaceError
+from nasmtl.spaces.base import Decide, Prior, SpaceError, design_options
 from nasmtl.spaces.layout import Layout, LayoutSpace
 
 PARTS = ("arch", "layout", "quant")
@@ -211,6 +211,13 @@ class JointSpace:
         out: dict[str, str] = {}
         for p in self.parts:
             out.update({f"{p}:{k}": str(v) for k, v in self.space(p).choices(getattr(x, p)).items()})
+        return out
+
+    def decision_options(self, x: Design) -> dict[str, tuple[str, ...]]:
+        """Options of every part's decisions, keys prefixed ``part:`` as in ``choices``."""
+        out: dict[str, tuple[str, ...]] = {}
+        for p in self.parts:
+            out.update({f"{p}:{k}": v for k, v in design_options(self.space(p), getattr(x, p)).items()})
         return out
 
     def size(self) -> float:
