@@ -9,15 +9,20 @@
     run.export(rec, "m.onnx")
     again = nasmtl.load_run("runs/exp1")
 
+``run_search(..., data=dataset)`` searches on a map-style dataset (``torch.utils.data.Dataset``:
+``dataset[i] == (input, {task: target})``, or ``{"train": ds, "val": ds, "test": ds}``), written once
+into the run as ``data.npz`` (``nasmtl.data.mapstyle``).
+
 Errors are the CLI's: ``ConfigError``, ``DataError``, ``StorageError``, ``FinalTrainingError``, ...
-with the file and place in their message.
+with the file and place in their message; all derive from ``nasmtl.NasmtlError``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nasmtl.config import ConfigError, RunConfig, default_config, load_config
 from nasmtl.search.final import FinalRecord
@@ -103,10 +108,19 @@ class SearchRun:
         return dest
 
 
-def run_search(config: RunConfig | str | Path | None = None, *, name: str | None = None, storage: str | None = None,
-           runs: str | Path = "runs", trials: int | None = None, final: bool = True,
-           progress: Callable[[str], None] | None = None) -> SearchRun:
-    """Run (or resume, with ``name`` of an existing run and no config) a search and its final phase."""
+DATA_FILE = "data.npz"
+"""Where ``run_search(..., data=...)`` keeps a map-style dataset inside the run directory."""
+
+
+def run_search(config: RunConfig | str | Path | None = None, *, data: Any = None, name: str | None = None,
+               storage: str | None = None, runs: str | Path = "runs", trials: int | None = None,
+               final: bool = True, progress: Callable[[str], None] | None = None) -> SearchRun:
+    """Run (or resume, with ``name`` of an existing run and no config) a search and its final phase.
+
+    ``data``: a map-style dataset (split by the config's ``val_fraction`` / ``test_fraction`` /
+    ``seed``, default 0.1 / 0.1 / 0) or a dict of ``train``, ``val`` and ``test`` datasets; it replaces
+    the config's ``[data]`` source.
+    """
     import time
 
     from nasmtl.search.run import (build_engine, check_run_name, discard_run, run_engine, run_final_phase,
@@ -120,6 +134,8 @@ def run_search(config: RunConfig | str | Path | None = None, *, name: str | None
         cfg = default_config()
     fresh = not (root / name).exists()
     try:
+        if data is not None:
+            cfg = _with_dataset(cfg or default_config(), data, root / name, fresh)
         run = start_run(cfg, name, storage, root)
         engine = build_engine(run, trials, None, progress)
     except BaseException:
@@ -130,6 +146,26 @@ def run_search(config: RunConfig | str | Path | None = None, *, name: str | None
     if final and summary.completed:
         run_final_phase(run, progress=progress)
     return SearchRun(run.dir, storage)
+
+
+def _with_dataset(cfg: RunConfig, data: Any, run_dir: Path, fresh: bool) -> RunConfig:
+    """``cfg`` reading ``data`` from the run's ``data.npz`` (written now; a resume must pass the same data)."""
+    from nasmtl.data.dataset import DataError
+    from nasmtl.data.mapstyle import npz_bytes, read_splits
+    from nasmtl.files import write_atomic
+
+    x, targets, split = read_splits(data)
+    blob = npz_bytes(x, targets, split)
+    path = (run_dir / DATA_FILE).resolve()
+    if not fresh and path.is_file():
+        if blob != path.read_bytes():
+            raise DataError(f"{path}: run {run_dir.name!r} was made with other data; resume it with the same "
+                            "dataset or choose a new name")
+    else:
+        write_atomic(path, blob)
+    keep = {k: v for k, v in cfg.data.items() if k in ("val_fraction", "test_fraction", "seed")}
+    name = type(data).__name__ if not isinstance(data, dict) else type(data["train"]).__name__
+    return dataclasses.replace(cfg, data={"kind": "npz", "path": str(path), "name": name, **keep})
 
 
 def load_run(path: str | Path, storage: str | None = None) -> SearchRun:

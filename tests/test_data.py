@@ -148,6 +148,14 @@ def test_npz_inferred_tasks(tmp_path):
     assert len(np.unique(both.reshape(50, -1), axis=0)) == 50
 
 
+def test_npz_split_array_fixes_the_splits(tmp_path):
+    split = np.r_[np.zeros(30), np.ones(12), np.full(8, 2)].astype(np.int8)
+    d = load_npz(_write_npz(tmp_path / "toy.npz", split=split), val_fraction=0.5)
+    assert (len(d.train), len(d.val), len(d.test)) == (30, 12, 8) and "split" not in d.task_names
+    raw = np.load(tmp_path / "toy.npz")
+    np.testing.assert_array_equal(d.val.x, raw["x"][30:42])
+
+
 def test_npz_declared_tasks(tmp_path):
     d = load_npz(_write_npz(tmp_path / "toy.npz"), tasks={"cls": "classification", "value": "regression"})
     assert [t.name for t in d.tasks] == ["cls", "value"]
@@ -163,6 +171,9 @@ def test_npz_declared_tasks(tmp_path):
     ({"tags": np.full((50, 5), 2)}, {"tags": "multilabel"}, r"array 'tags'.*not 0/1"),
     ({"cls": np.full(50, -1)}, None, r"array 'cls'.*negative"),
     ({"value": np.full(50, 0.5)}, {"value": "classification"}, r"array 'value'.*not an integer"),
+    ({"split": np.r_[np.zeros(40), np.ones(5), np.full(4, 2), 3].astype(int)}, None, r"'split' has code 3 at row 49"),
+    ({"split": np.r_[np.zeros(45), np.ones(5)].astype(int)}, None, r"'split' leaves the test split empty"),
+    ({"split": np.zeros(50)}, None, r"'split' must hold integer codes"),
 ])
 def test_npz_bad_inputs(tmp_path, overrides, tasks, pattern):
     path = _write_npz(tmp_path / "bad.npz", **overrides)

@@ -157,6 +157,24 @@ def check_labels(name: str, arr: Any, kind: str | None, where: str,
     return Task(name, "regression", int(values.shape[1])), values
 
 
+def explicit_splits(split: Any, n: int, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays of train/val/test from a per-example split code (0, 1, 2)."""
+    s = np.asarray(split)
+    if s.ndim != 1 or s.shape[0] != n:
+        raise DataError(f"{where}: array 'split' must hold one code per example ({n}), got shape {s.shape}")
+    if s.dtype.kind not in "iu":
+        raise DataError(f"{where}: array 'split' must hold integer codes 0 (train), 1 (val), 2 (test), got dtype {s.dtype}")
+    bad = (s < 0) | (s > 2)
+    if bad.any():
+        raise DataError(f"{where}: array 'split' has code {int(s[bad][0])} at {_row(_first_bad_row(bad))} "
+                        "(codes: 0 train, 1 val, 2 test)")
+    parts = tuple(np.flatnonzero(s == code) for code in range(3))
+    empty = [SPLIT_CODES[i] for i, p in enumerate(parts) if p.size == 0]
+    if empty:
+        raise DataError(f"{where}: array 'split' leaves the {' and '.join(empty)} split empty")
+    return parts
+
+
 def random_splits(n: int, val_fraction: float, test_fraction: float, seed: int, where: str
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index arrays of a seeded random train/val/test split; each asked-for split gets at least one example."""
@@ -201,9 +219,15 @@ def standardized(data: MultiTaskDataset) -> MultiTaskDataset:
     return replace(data, train=split(data.train), val=split(data.val), test=split(data.test), preprocessing=pre)
 
 
+SPLIT_CODES = ("train", "val", "test")
+"""Values 0, 1, 2 of an explicit ``split`` array (``.npz`` files, map-style datasets)."""
+
+
 def assemble(name: str, x: np.ndarray, labels: Mapping[str, tuple[Task, np.ndarray]], where: str,
-             val_fraction: float, test_fraction: float, seed: int) -> MultiTaskDataset:
-    """A data set from checked features and labels, split at random under ``seed``."""
+             val_fraction: float, test_fraction: float, seed: int, split: np.ndarray | None = None
+             ) -> MultiTaskDataset:
+    """A data set from checked features and labels, split at random under ``seed`` (or by ``split``:
+    0 train, 1 val, 2 test per example, each split non-empty)."""
     if not labels:
         raise DataError(f"{where}: no task labels found")
     n = x.shape[0]
@@ -211,7 +235,10 @@ def assemble(name: str, x: np.ndarray, labels: Mapping[str, tuple[Task, np.ndarr
         if arr.shape[0] != n:
             raise DataError(f"{where}: task {task_name!r} has {arr.shape[0]} labels but there are {n} examples")
     full = Split(x, {k: v for k, (_, v) in labels.items()})
-    tr, va, te = random_splits(n, val_fraction, test_fraction, seed, where)
+    if split is None:
+        tr, va, te = random_splits(n, val_fraction, test_fraction, seed, where)
+    else:
+        tr, va, te = explicit_splits(split, n, where)
     return MultiTaskDataset(name, tuple(t for t, _ in labels.values()), full.subset(tr), full.subset(va),
                             full.subset(te), tuple(int(d) for d in x.shape[1:]))
 

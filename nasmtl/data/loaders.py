@@ -39,7 +39,8 @@ def _existing(path: str | Path, what: str = "data file") -> Path:
 
 def load_npz(path: str | Path, tasks: Mapping[str, str] | None = None, val_fraction: float = 0.1,
              test_fraction: float = 0.1, seed: int = 0, name: str | None = None) -> MultiTaskDataset:
-    """A data set from an .npz file with array ``x`` and one label array per task (kinds inferred if not given)."""
+    """A data set from an .npz file with array ``x`` and one label array per task (kinds inferred if not given);
+    an optional integer array ``split`` (0 train, 1 val, 2 test) fixes the splits instead of the fractions."""
     p = _existing(path)
     try:
         archive = np.load(p, allow_pickle=False)
@@ -59,18 +60,20 @@ def load_npz(path: str | Path, tasks: Mapping[str, str] | None = None, val_fract
                 raise DataError(f"{p}: array {key!r} cannot be read ({exc})") from None
 
         x = check_features(read("x"), f"{p}: array 'x'")
-        wanted = dict(tasks) if tasks is not None else {k: None for k in names if k != "x"}
+        split = read("split") if "split" in names else None
+        wanted = dict(tasks) if tasks is not None else {k: None for k in names if k not in ("x", "split")}
         if not wanted:
             raise DataError(f"{p}: no task arrays besides 'x'")
         labels: dict[str, tuple[Task, np.ndarray]] = {}
         for task_name, kind in wanted.items():
-            if task_name == "x":
-                raise DataError(f"{p}: 'x' holds the inputs and cannot be a task")
+            if task_name in ("x", "split"):
+                raise DataError(f"{p}: {task_name!r} holds the {'inputs' if task_name == 'x' else 'split codes'} "
+                                "and cannot be a task")
             arr = read(task_name)
             if arr.ndim >= 1 and arr.shape[0] != x.shape[0]:
                 raise DataError(f"{p}: array {task_name!r} has {arr.shape[0]} rows but 'x' has {x.shape[0]}")
             labels[task_name] = check_labels(task_name, arr, kind, f"{p}: array {task_name!r}")
-    return assemble(name or display_name(p), x, labels, str(p), val_fraction, test_fraction, seed)
+    return assemble(name or display_name(p), x, labels, str(p), val_fraction, test_fraction, seed, split)
 
 
 def _parse_float(cell: str) -> float | None:
