@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nasmtl.errors import NasmtlError
+from nasmtl.resources import shipped_roots
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -277,11 +278,11 @@ class RunConfig:
         return [o.reference for o in self.objectives]
 
     def resolve(self, path: str) -> Path:
-        """A file named in the config: absolute, else next to the config, else the working or project dir."""
+        """A file named in the config: absolute, else next to the config, else the working dir, else a shipped file."""
         p = Path(path)
         if p.is_absolute():
             return p
-        for base in (Path(self.base_dir), Path.cwd(), Path(__file__).resolve().parents[1]):
+        for base in (Path(self.base_dir), Path.cwd(), *shipped_roots()):
             if (base / p).exists():
                 return base / p
         return Path(self.base_dir) / p

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
+
+from nasmtl.resources import shipped_path
 
 NAME = "predict"
 HELP = "predict objectives of ONNX models with a predictor (itself an ONNX file with a JSON card)"
-DEFAULT_PREDICTOR = Path(__file__).resolve().parents[2] / "predictors" / "default.onnx"
+DEFAULT_PREDICTOR = shipped_path("predictors/default.onnx")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from nasmtl.resources import find_shipped
 from nasmtl.spaces.base import SpaceError
 
 NAME = "sample"
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise SpaceError(f"-n must be at least 1, got {args.n}")
-    space = GrammarSpace.from_file(args.grammar, args.input_shape, max_depth=args.max_depth,
+    space = GrammarSpace.from_file(find_shipped(args.grammar), args.input_shape, max_depth=args.max_depth,
                                    max_nodes=args.max_nodes, max_params=args.max_params,
                                    max_macs=args.max_macs)
     rng = np.random.default_rng(args.seed)

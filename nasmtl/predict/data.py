@@ -24,9 +24,10 @@ import torch
 
 from nasmtl.errors import NasmtlError
 from nasmtl.predict.encoding import ENCODING_VERSION, N_FEATURES, feature_vector
+from nasmtl.resources import benchmarks_dir
 
 NB201_INPUT = (3, 32, 32)
-TRANSNAS_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks" / "transnas_bench101_micro_zc.json"
+TRANSNAS_FILE = benchmarks_dir() / "transnas_bench101_micro_zc.json"
 TRANSNAS_TASKS = ("class_scene", "class_object", "autoencoder", "normal", "jigsaw", "room_layout",
                   "segmentsemantic")
 TRANSNAS_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3")
@@ -217,7 +218,7 @@ def transnas_table(path: str | Path = TRANSNAS_FILE) -> tuple[list[tuple[int, ..
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise PredictDataError(f"{p}: TransNAS-Bench-101 file not found (see ../shared/benchmarks/README.md)") from None
+        raise PredictDataError(f"{p}: TransNAS-Bench-101 file not found (the benchmark tables folder: $NASMTL_BENCHMARKS or a checkout's ../shared/benchmarks)") from None
     except json.JSONDecodeError as e:
         raise PredictDataError(f"{p}: not valid JSON (line {e.lineno}: {e.msg})") from None
     missing = [t for t in TRANSNAS_TASKS if t not in data]

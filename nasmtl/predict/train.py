@@ -21,8 +21,9 @@ import torch
 
 from nasmtl.predict.data import Dataset, nb201_dataset, run_dataset
 from nasmtl.predict.model import EnsembleMLP, fit_ensemble, predict_torch, rank_metrics, save_predictor
+from nasmtl.resources import shipped_path
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "predictors" / "default.onnx"
+DEFAULT_PATH = shipped_path("predictors/default.onnx")
 
 
 def group_split(groups: Sequence[str], n_train_groups: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

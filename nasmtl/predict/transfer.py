@@ -16,8 +16,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nasmtl.predict.model import PredictorError, load_predictor
+from nasmtl.resources import shipped_path
 
-NB201_IMAGENET16 = Path(__file__).resolve().parents[2] / "predictors" / "nb201-imagenet16.onnx"
+NB201_IMAGENET16 = shipped_path("predictors/nb201-imagenet16.onnx")
 """The shipped transfer source: NAS-Bench-201 ImageNet16-120 val_acc (see its card)."""
 
 

@@ -28,9 +28,10 @@ import numpy as np
 
 from nasmtl.errors import NasmtlError
 from nasmtl.files import write_atomic
+from nasmtl.resources import benchmarks_dir
 
-SHARED_BENCHMARKS = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
-"""``../shared/benchmarks`` seen from the project root (the read-only benchmark result tables)."""
+SHARED_BENCHMARKS = benchmarks_dir()
+"""The read-only benchmark result tables: ``$NASMTL_BENCHMARKS``, else a checkout's ``../shared/benchmarks``."""
 
 TRANSNAS_MICRO = "transnas_bench101_micro_zc.json"
 GRAPHGYM_BANK = "autotransfer_graphgym_design_bank_v1.csv"
@@ -373,7 +374,7 @@ def shared_file(name: str, folder: str | Path | None = None) -> Path:
     p = base / name
     if not p.is_file():
         raise BankError(f"{p}: benchmark file not found (the shared benchmarks folder holds it; "
-                        "see ../shared/benchmarks/README.md)")
+                        "set NASMTL_BENCHMARKS to the folder of the tables)")
     return p
 
 

@@ -16,13 +16,14 @@ import numpy as np
 from nasmtl.arch.ir import Arch
 from nasmtl.arch.registry import Shape
 from nasmtl.errors import NasmtlError
+from nasmtl.resources import shipped_path
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
-SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+SEARCH_SPACES = shipped_path("search_spaces")
 """The folder of shipped space files (a source checkout)."""
 
 D = TypeVar("D")
