@@ -37,6 +37,8 @@ import numpy as np
 import torch
 
 from nasmtl.predict.model import fit_ensemble, predict_torch
+from nasmtl.search.hypervolume import hypervolume
+from nasmtl.search.pareto import pareto_indices
 
 Featurizer = Callable[[Any], np.ndarray]
 HASH_DIM = 1024
@@ -264,8 +266,6 @@ class PredictorStrategy:
         if y.shape[1] == 1:
             order = np.argsort(-y[:, 0], kind="stable")[: self.top_parents]
             return [self._designs[i] for i in order]
-        from nasmtl.benchmarks.table import pareto_indices
-
         return [self._designs[i] for i in pareto_indices(-y)]
 
     def _pool(self) -> list[Any]:
@@ -289,9 +289,6 @@ class PredictorStrategy:
         """Scores of candidates (maximised): UCB for one objective, optimistic HVI for several."""
         if mean.shape[1] == 1:
             return mean[:, 0] + self.kappa * std[:, 0]
-        from nasmtl.benchmarks.runner import hypervolume
-        from nasmtl.benchmarks.table import pareto_indices
-
         lo, hi = y.min(axis=0), y.max(axis=0)
         span = np.where(hi > lo, hi - lo, 1.0)
         front = -(y[pareto_indices(-y)] - lo) / span
@@ -308,8 +305,6 @@ class PredictorStrategy:
 def optimistic_reachable(mean: np.ndarray, std: np.ndarray, observed: np.ndarray, kappa: float) -> np.ndarray:
     """Per candidate (rows, all objectives maximised), whether mean + ``kappa`` * std is not dominated by an
     ``observed`` point: False marks a candidate predicted unable to reach the front."""
-    from nasmtl.benchmarks.table import pareto_indices
-
     opt = mean + kappa * std
     front = observed[pareto_indices(-observed)]
     ge = (front[None] >= opt[:, None]).all(axis=2)
