@@ -331,3 +331,23 @@ def test_metric_names_and_the_bank_setting(root: Path, tmp_path: Path, monkeypat
     assert run.study.metric_names == ["left.accuracy", "right.accuracy", "latency_ms"]   # optuna-dashboard's labels
     run_engine(run, trials=2, progress=None)
     assert not (tmp_path / "bank.jsonl").exists()
+
+
+def test_final_training_shows_a_status_line_of_models(finished_run: Path) -> None:
+    import io
+
+    from nasmtl.progress import Progress
+    from nasmtl.search.final import final_budget, run_final
+    from nasmtl.search.run import open_run
+
+    run = open_run(finished_run)
+    trials = run.study.best_trials[:2]
+    out = io.StringIO()
+    prog = Progress(unit="models", stream=out, live=True)
+    run_final(finished_run, run.config, trials, with_baselines=False, budget=final_budget(run.config, None, 3),
+              progress=prog.say, status=prog)
+    text = out.getvalue()
+    n = len(trials)
+    assert f"[0/{n} models]" in text and f"[{n}/{n} models]" in text and text.endswith("\n")
+    if n > 1:
+        assert "left" in text.split(f"[1/{n} models]", 1)[1].split("\r", 1)[0]   # the last result on the line

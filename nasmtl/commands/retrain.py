@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from nasmtl.errors import CommandError
     from nasmtl.search.engine import pareto_trials
     from nasmtl.search.final import copy_model, final_budget, run_final
-    from nasmtl.search.run import open_run, stderr_line
+    from nasmtl.progress import Progress
+    from nasmtl.search.run import open_run
     from nasmtl.train import DeviceError, resolve_device
 
     if args.output is not None and args.trial is None:
@@ -64,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.run_dir}: the run has no Pareto members yet")
     else:
         chosen = []
+    prog = Progress(unit="models", quiet=args.quiet)
     records = run_final(run_.dir, cfg, chosen, with_baselines=args.baselines or args.with_baselines, budget=budget,
-                        device=device, force=args.force, progress=None if args.quiet else stderr_line)
+                        device=device, force=args.force, progress=prog.say, status=prog)
     for rec in records:
         shown = ", ".join(f"{o.name} {rec.test[o.name]:.4g}" for o in cfg.objectives if o.name in rec.test)
         print(f"{rec.name}: test {shown}; {rec.steps} steps in {rec.train_seconds:.0f} s; {run_.dir / rec.onnx}")

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
           f"objectives {', '.join(f'{o.name} ({o.direction[:3]})' for o in c.objectives)}", file=sys.stderr)
     summary = run_engine(run_, progress=prog.say, engine=engine)
     if summary.completed > 0 and not args.no_final:
-        run_final_phase(run_, progress=prog.say)
+        fin = Progress(unit="final models", quiet=args.quiet)
+        run_final_phase(run_, progress=fin.say, status=fin)
     print(f"report: nasmtl report {run_.dir}", file=sys.stderr)
     return 0 if summary.completed > 0 else 1

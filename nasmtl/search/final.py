@@ -306,11 +306,12 @@ def verdicts(records: Sequence[FinalRecord], objectives: Sequence[Objective]) ->
 
 def run_final(run_dir: Path, cfg: RunConfig, trials: Sequence[Any], *, with_baselines: bool = True,
               budget: FinalBudget | None = None, device: str | None = None, force: bool = False,
-              progress: Callable[[str], None] | None = None) -> list[FinalRecord]:
+              progress: Callable[[str], None] | None = None, status: Any = None) -> list[FinalRecord]:
     """Train ``trials`` (frozen optuna trials of the run) and the run's baselines at the final budget.
 
     Records that exist for the budget are kept (so an interrupted final phase resumes), unless
-    ``force``. Returns the records of this budget, found models first.
+    ``force``. Returns the records of this budget, found models first. ``status``: a
+    ``nasmtl.progress.Progress`` whose status line shows models done, time left and the last result.
     """
     from nasmtl.search.baselines import baseline_candidates
     from nasmtl.search.evaluate import build_evaluator, config_device, load_space
@@ -327,6 +328,8 @@ def run_final(run_dir: Path, cfg: RunConfig, trials: Sequence[Any], *, with_base
                                      cfg.source)
     say = progress or (lambda line: None)
     records = []
+    if status is not None:
+        status.update(0, total=len(cands))
     for i, c in enumerate(cands, 1):
         path = out_dir / f"{record_name(c)}.json"
         if path.is_file() and (out_dir / f"{record_name(c)}.onnx").is_file() and not force:
@@ -346,9 +349,12 @@ def run_final(run_dir: Path, cfg: RunConfig, trials: Sequence[Any], *, with_base
             raise FinalTrainingError(f"{run_dir}: final training of {record_name(c)} failed "
                                      f"({type(e).__name__}: {first[:200]}); the run's records are unchanged") from e
         records.append(rec)
-        say(f"final {i}/{len(cands)} {record_name(c)}: test " + ", ".join(
-            f"{o.name} {rec.test[o.name]:.4g}" for o in cfg.objectives if o.name in rec.test)
-            + f" ({time.perf_counter() - t0:.0f} s)")
+        shown = ", ".join(f"{o.name} {rec.test[o.name]:.4g}" for o in cfg.objectives if o.name in rec.test)
+        say(f"final {i}/{len(cands)} {record_name(c)}: test {shown} ({time.perf_counter() - t0:.0f} s)")
+        if status is not None:
+            status.update(i, f"{record_name(c)} {shown}" if i < len(cands) else "", total=len(cands))
+    if status is not None:
+        status.close()
     return records
 
 

@@ -183,8 +183,9 @@ def finalists(run: Run) -> list[optuna.trial.FrozenTrial]:
     return select_finalists(front, run.config.objectives, run.config.final.members)
 
 
-def run_final_phase(run: Run, progress: Callable[[str], None] | None = stderr_line) -> list:
-    """Train the run's finalists and baselines from scratch at the final budget (records in ``final/``)."""
+def run_final_phase(run: Run, progress: Callable[[str], None] | None = stderr_line, status: Any = None) -> list:
+    """Train the run's finalists and baselines from scratch at the final budget (records in ``final/``);
+    ``status``: a ``Progress`` for the live status line (models done, time left)."""
     from nasmtl.search.final import final_budget, run_final
 
     cfg = run.config
@@ -194,7 +195,7 @@ def run_final_phase(run: Run, progress: Callable[[str], None] | None = stderr_li
     if progress is not None:
         progress(f"final training ({final_budget(cfg).describe()}): trial(s) "
                  f"{', '.join(str(t.number) for t in chosen) or 'none'} and the baselines")
-    return run_final(run.dir, cfg, chosen, progress=progress)
+    return run_final(run.dir, cfg, chosen, progress=progress, status=status)
 
 
 def build_engine(run: Run, trials: int | None = None, seconds: float | None = None,
