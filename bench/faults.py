@@ -41,35 +41,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONFIG = """
-[data]
-name = "multimnist"
-n_train = 120
-n_val = 60
-n_test = 60
+from tests.conftest import TINY_RUN  # noqa: E402
 
-[space]
-grammar = "{root}/grammars/cnn.lark"
-max_macs = 300_000
-
-[[objectives]]
-name = "left.accuracy"
-direction = "maximize"
-
-[[objectives]]
-name = "params"
-direction = "minimize"
-ref = 100_000
-
-[train]
-epochs = 1
-batch_size = 40
-
-[search]
-sampler = "random"
-trials = 1000
-trial_timeout = 120
-"""
+CONFIG = TINY_RUN.format(root=ROOT, trials=1000).replace('sampler = "evolution"', 'sampler = "random"')
+"""The test suite's tiny search (MultiMNIST, 120 training images, the small CNN grammar), sampled at random."""
 NAME = "faults"
 
 
@@ -207,7 +182,7 @@ def run_mode(mode: str, kills: int, rng: random.Random, max_wait: float, work: P
     base = work / mode
     base.mkdir(parents=True)
     cfg = base / "run.toml"
-    cfg.write_text(CONFIG.format(root=ROOT))
+    cfg.write_text(CONFIG)
     runs = base / "runs"
     run_dir = runs / NAME
     log = base / "log.txt"
@@ -263,7 +238,7 @@ def baseline(work: Path, trials: int = 6) -> float:
     base = work / "baseline"
     base.mkdir(parents=True)
     cfg = base / "run.toml"
-    cfg.write_text(CONFIG.format(root=ROOT))
+    cfg.write_text(CONFIG)
     t0 = time.perf_counter()
     done = subprocess.run(_nasmtl("search", str(cfg), "--name", NAME, "--runs", str(base / "runs"), "--no-final",
                                   "--quiet", "--trials", str(trials)), cwd=base, env=_env(), capture_output=True, text=True)

@@ -10,35 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY_RUN
 
-CONFIG = """
-[data]
-name = "multimnist"
-n_train = 80
-n_val = 40
-n_test = 40
-
-[space]
-grammar = "grammars/cnn.lark"
-max_macs = 300_000
-
-[[objectives]]
-name = "left.accuracy"
-direction = "maximize"
-
-[[objectives]]
-name = "params"
-direction = "minimize"
-ref = 100_000
-
-[train]
-epochs = 1
-batch_size = 40
-
-[search]
-trials = 1
-"""
+CONFIG = TINY_RUN.format(root=".", trials=1)
+"""The tiny search with its grammar named relative to nowhere in particular: found among the shipped files."""
 
 
 @pytest.fixture(scope="module")
