@@ -1,9 +1,9 @@
 """Fault bench: a real tiny search killed with SIGKILL again and again, resumed each time, then checked.
 
-    python bench/faults.py [--kills 20] [--modes single,journal2,postgres3] [--seed 0] [--max-wait 12]
+    python bench/faults.py [--kills 20] [--modes single,journal2,postgres3] [--seed 0] [--max-wait 20]
 
 Each mode runs a real search (MultiMNIST, 120 training images, the small CNN grammar, one epoch a
-trial, no final phase) and, ``--kills`` times, waits a random 0.5 s to ``--max-wait`` s (12) and kills a
+trial, no final phase) and, ``--kills`` times, waits a random 0.5 s to ``--max-wait`` s (20: a restart takes 5-10 s to reach its first trial) and kills a
 process with SIGKILL, wherever it is (starting up, training, exporting, writing a record, appending
 to the journal), then starts it again with the same command. After the last kill one more process
 finishes a budget of what was completed plus three trials. Then it compares the two places a trial
@@ -113,8 +113,9 @@ def _study(storage_url: str | None, run_dir: Path):
     return optuna.load_study(study_name=NAME, storage=open_storage(storage_url, run_dir))
 
 
-def _snapshot_after_kill(out: Outcome, run_dir: Path, storage_url: str | None) -> None:
-    """Where the kill landed, as far as the files tell: a trial running, a record half-written, a torn journal."""
+def _snapshot_after_kill(out: Outcome, run_dir: Path, storage_url: str | None, pid: int) -> None:
+    """Where the kill of process ``pid`` landed, as far as the files tell: one of its trials running, a record
+    half-written, a torn journal."""
     from optuna.trial import TrialState
 
     if any(p.name.endswith(".tmp") for p in (run_dir / "trials").glob(".*")) or \
@@ -130,7 +131,7 @@ def _snapshot_after_kill(out: Outcome, run_dir: Path, storage_url: str | None) -
         trials = _study(storage_url, run_dir).get_trials(deepcopy=False)
     except Exception:
         return
-    if any(t.state == TrialState.RUNNING for t in trials):
+    if any(t.state == TrialState.RUNNING and str(t.user_attrs.get("worker", "")).endswith(f":{pid}") for t in trials):
         out.kills_mid_trial += 1
 
 
@@ -188,11 +189,10 @@ def run_mode(mode: str, kills: int, rng: random.Random, max_wait: float, work: P
     log = base / "log.txt"
     t0 = time.perf_counter()
     if mode == "postgres3":
-        made = subprocess.run(_nasmtl("search", str(cfg), "--name", NAME, "--runs", str(runs), "--storage",
-                                      storage_url, "--trials", "0", "--no-final", "--quiet"),
-                              cwd=base, env=_env(), capture_output=True, text=True)
-        if made.returncode != 0:
-            raise SystemExit(f"postgres3: the study could not be made: {made.stderr.strip()[-500:]}")
+        from nasmtl.config import load_config
+        from nasmtl.search.run import start_run
+
+        start_run(load_config(cfg), NAME, storage_url, runs)        # the study, its config; no trial yet
         worker = _nasmtl("worker", NAME, "--storage", storage_url, "--runs", str(runs))
         fleet = Fleet([worker] * 3, base, log)
     else:
@@ -209,13 +209,14 @@ def run_mode(mode: str, kills: int, rng: random.Random, max_wait: float, work: P
     for _ in range(kills):
         time.sleep(rng.uniform(0.5, max_wait))
         victim = rng.randrange(len(fleet.commands))
+        pid = fleet.procs[victim].pid
         ended = fleet.kill(victim)
         out.kills += 1
         if ended is None or ended == 0:
             out.resumed += 1
         else:
             out.problems.append(f"a restart of process {victim} ended by itself with status {ended}")
-        _snapshot_after_kill(out, run_dir, storage_url)
+        _snapshot_after_kill(out, run_dir, storage_url, pid)
         fleet.start(victim)
     for i in range(len(fleet.commands)):
         fleet.kill(i)
@@ -252,7 +253,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--modes", default="single,journal2,postgres3")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-wait", type=float, default=12.0, help="longest wait between kills, seconds")
+    ap.add_argument("--max-wait", type=float, default=20.0, help="longest wait between kills, seconds")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     args = ap.parse_args()
     rng = random.Random(args.seed)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
-from nasmtl.search.engine import pareto_trials, study_hypervolume, trained_completes
+from nasmtl.search.engine import failed_trials, pareto_trials, study_hypervolume, trained_completes
 from nasmtl.search.final import FinalRecord, Verdict, baseline_rows, final_budget, load_final, verdicts
 
 
@@ -150,7 +150,7 @@ def load_report(run_dir: Path, storage_url: str | None = None) -> RunReport:
     final = sorted(by_tag.get(tag, []), key=lambda r: (r.kind != "found", r.order, r.trial or 0, r.name))
     described = _describe_tag(final)
     return RunReport(name, names, dirs, len(trained_completes(trials)),
-                     sum(t.state == TrialState.FAIL for t in trials),
+                     len(failed_trials(trials)),
                      sum(t.state == TrialState.PRUNED for t in trials),
                      study_hypervolume(trials, cfg.objectives), members, curve,
                      [(t.number, list(t.values)) for t in done], priors=study.user_attrs.get("priors"),

@@ -274,3 +274,48 @@ def test_grammar_decisions_become_trial_params_under_evolution(root: Path, gramm
         options = design_options(space, design)
         assert frozen.params == space.choices(design) and set(options) == set(frozen.params)
         assert all(frozen.params[k] in options[k] and len(options[k]) > 1 for k in options)
+
+
+def test_a_design_another_worker_is_training_is_not_trained_again(root: Path, tmp_path: Path) -> None:
+    import os
+
+    space = cell_space(root)
+    design = space.sample(np.random.default_rng(5))
+    key = space.encode(design)
+    ev = FakeEvaluator(space)
+    eng = engine(space, tmp_path, "random", trials=2, evaluator=ev)
+    other = eng.study.ask()                                # another worker (alive: this process) is training it
+    other.set_user_attr("worker", f"{__import__('socket').gethostname()}:{os.getpid()}")
+    other.set_user_attr("design", key)
+    eng.proposer = _Fixed([design, design])
+    out = eng.run_trial()
+    assert out.state == "duplicate" and ev.calls == []
+    t = eng.study.get_trials()[out.number]
+    assert t.state == TrialState.FAIL and t.user_attrs["duplicate_of"] == other.number
+    summary = eng.summary(eng.study.get_trials())
+    assert summary.failed == 0 and summary.duplicates == 1
+    assert not (tmp_path / "trials" / f"{out.number:05d}.json").exists()
+
+
+def test_a_trial_whose_process_died_before_recording_itself_is_failed(root: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import nasmtl.search.engine as engine_module
+    from nasmtl.search.engine import fail_dead_trials
+
+    eng = engine(cell_space(root), tmp_path, "random", trials=1)
+    orphan = eng.study.ask()                               # killed right after ask(): no attribute at all
+    assert fail_dead_trials(eng.study) == []               # too young to call
+    monkeypatch.setattr(engine_module, "ORPHAN_SECONDS", 0.0)
+    assert fail_dead_trials(eng.study) == [orphan.number]
+    t = eng.study.get_trials()[orphan.number]
+    assert t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "worker died before it recorded itself"
+
+
+class _Fixed(Proposer):
+    """Proposes the given designs in order."""
+
+    def __init__(self, designs: list) -> None:
+        self.designs = list(designs)
+
+    def propose(self, trial: Any) -> Any:
+        return self.designs.pop(0)

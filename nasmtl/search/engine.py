@@ -13,6 +13,7 @@ from it, and it does not count towards the trial budget.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import signal
@@ -136,6 +137,16 @@ def trained_completes(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
 
 
+def failed_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Failed trials, less those closed because another worker was training the same design."""
+    return [t for t in trials if t.state == TrialState.FAIL and "duplicate_of" not in t.user_attrs]
+
+
+def duplicate_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials not trained because their design was trained (or was being trained) by another trial."""
+    return [t for t in trials if "duplicate_of" in t.user_attrs and t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+
+
 def feasible(t: FrozenTrial) -> bool:
     """Whether a completed trial meets every objective bound."""
     return not any(v > 0 for v in t.user_attrs.get("constraint_violation", []))
@@ -187,8 +198,14 @@ def study_hypervolume(trials: Sequence[FrozenTrial], objectives: Sequence[Object
                        [o.direction for o in objectives])
 
 
+ORPHAN_SECONDS = 60.0
+"""A RUNNING trial with no ``worker`` attribute this long after it started lost its process between
+``study.ask()`` and its first attribute (a live engine writes it at once): no heartbeat will ever fail it."""
+
+
 def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Mark RUNNING trials of dead processes on this host FAIL (reason recorded); RDB heartbeats fail the rest."""
+    """Mark RUNNING trials of dead processes on this host FAIL (reason recorded), and trials whose process
+    died before it recorded itself; RDB heartbeats fail the rest."""
     storage = study._storage
     if hasattr(storage, "get_heartbeat_interval") and storage.get_heartbeat_interval():
         with warnings.catch_warnings():
@@ -196,12 +213,17 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
             optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     failed = []
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         w = str(t.user_attrs.get("worker", ""))
         h, _, pid = w.rpartition(":")
-        if h == host and pid.isdigit() and not _pid_alive(int(pid)):
+        dead = h == host and pid.isdigit() and not _pid_alive(int(pid))
+        orphan = not w and t.datetime_start is not None and \
+            (now - t.datetime_start).total_seconds() > ORPHAN_SECONDS
+        if dead or orphan:
             try:
-                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (process gone)")
+                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "worker died (process gone)" if dead
+                                                   else "worker died before it recorded itself")
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 failed.append(t.number)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -374,9 +396,9 @@ class Engine:
         """Counts, hypervolume and Pareto members of the study."""
         return Summary(
             completed=len(trained_completes(trials)),
-            failed=sum(t.state == TrialState.FAIL for t in trials),
+            failed=len(failed_trials(trials)),
             pruned=sum(t.state == TrialState.PRUNED for t in trials),
-            duplicates=sum(t.state == TrialState.COMPLETE and "duplicate_of" in t.user_attrs for t in trials),
+            duplicates=len(duplicate_trials(trials)),
             hypervolume=study_hypervolume(trials, self.objectives),
             pareto=[t.number for t in pareto_trials(trials, self.directions)],
             stop_reason=reason,
@@ -410,6 +432,9 @@ class Engine:
             earlier = self._designs.get(key)
             if earlier is not None:
                 return self._duplicate(trial, earlier, t0)
+            busy = self._trained_elsewhere(key, trial.number)
+            if busy is not None:
+                return self._busy(trial, busy, t0)
             try:
                 with _Watchdog(self.trial_timeout * 1.5 + 30 if self.trial_timeout else None):
                     values = self.evaluator.evaluate(design, onnx_path, self._epoch_callback(trial))
@@ -498,6 +523,25 @@ class Engine:
         self.study.tell(trial, list(prev.values))
         out = Outcome(trial.number, "duplicate", dict(zip(self.names, prev.values)),
                       f"same design as trial {earlier}", time.perf_counter() - t0)
+        self._say(self._line(out))
+        return out
+
+    def _trained_elsewhere(self, key: str, number: int) -> int | None:
+        """An earlier trial, still running (another worker), with the same design; the later one gives way."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number < number and t.user_attrs.get("design") == key:
+                return t.number
+        return None
+
+    def _busy(self, trial: optuna.Trial, running: int, t0: float) -> Outcome:
+        """Close a trial whose design another worker is training: failed, marked ``duplicate_of``, not counted
+        as a failure or towards the budget (so two workers never train one design twice)."""
+        trial.set_user_attr("duplicate_of", running)
+        trial.set_user_attr("fail_reason", "duplicate")
+        trial.set_user_attr("fail_message", f"same design as trial {running}, which another worker is training")
+        self.study.tell(trial, state=TrialState.FAIL)
+        out = Outcome(trial.number, "duplicate", {}, f"same design as running trial {running}",
+                      time.perf_counter() - t0)
         self._say(self._line(out))
         return out
 
@@ -595,11 +639,11 @@ class Engine:
     def _line(self, out: Outcome) -> str:
         trials = self.study.get_trials(deepcopy=False)
         done = len(trained_completes(trials))
-        failed = sum(t.state == TrialState.FAIL for t in trials)
+        failed = len(failed_trials(trials))
         total = f"/{self.budget.trials}" if self.budget.trials else ""
         hv = study_hypervolume(trials, self.objectives)
         head = f"trial {out.number:4d} {out.state:9s} done {done}{total} failed {failed} hv {hv:.4g}"
-        if out.state in ("complete", "duplicate", "pruned"):
+        if out.state in ("complete", "duplicate", "pruned") and out.values:
             body = "  ".join(f"{n} {_fmt(out.values[n])}" for n in self.names if n in out.values)
             steps = self.study.get_trials(deepcopy=False)[out.number].user_attrs.get("steps")
             if steps is not None:
