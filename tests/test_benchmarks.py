@@ -126,7 +126,9 @@ def test_hypervolume_exact():
 
 
 def test_random_runner_single_objective(nb201):
-    res = run_benchmark(nb201, "random", budget=40, seeds=3)
+    seen = []
+    res = run_benchmark(nb201, "random", budget=40, seeds=3, on_seed=lambda *a: seen.append(a))
+    assert seen == [(i + 1, 3, r.final) for i, r in enumerate(res.runs)]          # the progress display's feed
     assert res.reference["best"] == pytest.approx(91.6067, abs=1e-3)
     for r in res.runs:
         assert len(r.curve) == 40 and len(set(r.designs)) == 40

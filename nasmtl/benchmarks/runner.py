@@ -126,8 +126,10 @@ class BenchResult:
 
 
 def run_benchmark(table: Table[Any] | str, sampler: str = "random", budget: int = 100, seeds: int = 10,
-                  dataset: str | None = None, objectives: Sequence[str] = ("val_acc",)) -> BenchResult:
-    """Run ``sampler`` for ``budget`` queries on each of ``seeds`` seeds (0..seeds-1).
+                  dataset: str | None = None, objectives: Sequence[str] = ("val_acc",),
+                  on_seed: Callable[[int, int, float], None] | None = None) -> BenchResult:
+    """Run ``sampler`` for ``budget`` queries on each of ``seeds`` seeds (0..seeds-1); ``on_seed(done,
+    seeds, final)`` after each seed (a progress display).
 
     One objective: regret of that metric against the table's best, and the test accuracy (when
     the table has one) of the best design found. Two or three: hypervolume of the found points as
@@ -188,6 +190,8 @@ def run_benchmark(table: Table[Any] | str, sampler: str = "random", budget: int 
             if has_test:
                 run.chosen_test_acc = float(tab.column(ds, "test_acc")[rows[i]])
         runs.append(run)
+        if on_seed is not None:
+            on_seed(len(runs), seeds, run.final)
     finals = np.array([r.final for r in runs])
     summary = {"mean": float(finals.mean()), "median": float(np.median(finals)),
                "std": float(finals.std()), "min": float(finals.min()), "max": float(finals.max())}

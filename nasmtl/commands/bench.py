@@ -19,19 +19,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objectives", default="val_acc",
                    help="comma-separated metrics; 2-3 give multi-objective mode (e.g. val_acc,latency)")
     p.add_argument("--json", action="store_true", help="print one JSON object with per-seed curves")
+    p.add_argument("--quiet", action="store_true", help="no status line")
 
 
 def run(args: argparse.Namespace) -> int:
     from nasmtl.benchmarks import BenchmarkError, BenchmarkUnavailable
     from nasmtl.benchmarks.runner import run_benchmark
     from nasmtl.errors import CommandError
+    from nasmtl.progress import Progress
 
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     start = time.perf_counter()
+    prog = Progress(total=args.seeds, unit="seeds", quiet=args.quiet)
+    finals: list[float] = []
+
+    def on_seed(done: int, total: int, final: float) -> None:
+        finals.append(final)
+        best = min(finals) if len(objectives) == 1 else max(finals)
+        prog.update(done, f"{'regret' if len(objectives) == 1 else 'hypervolume fraction'} {best:.4f}")
+
     try:
-        res = run_benchmark(args.table, args.sampler, args.budget, args.seeds, args.dataset, objectives)
+        res = run_benchmark(args.table, args.sampler, args.budget, args.seeds, args.dataset, objectives,
+                            on_seed=on_seed)
     except (BenchmarkError, BenchmarkUnavailable) as e:
         raise CommandError(str(e)) from None
+    finally:
+        prog.close()
     seconds = time.perf_counter() - start
     if args.json:
         out = res.to_dict()
