@@ -18,6 +18,7 @@ import numpy as np
 
 from nasmtl.data.dataset import (DataError, MultiTaskDataset, assemble, check_features, check_labels, display_name,
                                  standardized)
+from nasmtl.data.folder import load_folder
 from nasmtl.data.multimnist import multimnist
 from nasmtl.data.tasks import TASK_KINDS, Task
 
@@ -253,6 +254,7 @@ _FILE_LOADERS: dict[str, tuple[Callable[..., MultiTaskDataset], tuple[str, ...]]
     "npz": (load_npz, ("path",)),
     "csv": (load_csv, ("path",)),
     "idx": (load_idx, ("images_path", "labels_path")),
+    "folder": (load_folder, ("path", "labels_path")),
 }
 _ALIASES = {"images": "images_path", "labels": "labels_path"}
 
@@ -287,7 +289,7 @@ def load_dataset(spec: Mapping[str, Any], base_dir: str | Path | None = None) ->
                             "or give kind = 'npz' | 'csv' | 'idx' with a path)")
         return _call(BUILTINS[name], options, repr(name))
     if kind not in _FILE_LOADERS:
-        raise DataError(f"data spec: unknown kind {kind!r} (npz, csv, idx, or a built-in name)")
+        raise DataError(f"data spec: unknown kind {kind!r} (npz, csv, idx, folder, or a built-in name)")
     fn, path_keys = _FILE_LOADERS[kind]
     for key in path_keys:
         if key in options and base_dir is not None and not Path(options[key]).is_absolute():
