@@ -5,3 +5,5 @@ describes tasks (probe network on data, anchor designs on results, choice effect
 them; ``transfer`` turns the most similar tasks' best designs into sampling weights and warm
 starts for every sampler; ``tables`` serves TransNAS-Bench-101 as a benchmark table.
 """
+
+__all__ = ["bank", "embedding", "tables", "transfer"]
