@@ -173,6 +173,8 @@ class TrainSettings:
     loss_weighting: str = "equal"
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` (``nasmtl.train.resolve_device``)."""
+    augment: dict[str, Any] | None = None
+    """Built-in augmentations of training batches, e.g. ``{shift = 2, noise = 0.05}`` (``nasmtl.data.augment``)."""
 
 
 @dataclass

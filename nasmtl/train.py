@@ -68,6 +68,9 @@ class TrainConfig:
     eval_steps: tuple[int, ...] | None = None
     """Validate after exactly these steps (e.g. the rungs of a multi-fidelity schedule) instead of after
     every epoch; ``on_epoch`` then gets the index of the point reached. Steps past the budget never occur."""
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    """Applied to each training batch before the step (``nasmtl.data.augment``); its generator is seeded
+    from ``seed``, apart from the one that orders the batches."""
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -242,6 +245,7 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
+        aug_gen = torch.Generator().manual_seed(config.seed + 1_000_003)
         log_vars = nn.Parameter(torch.zeros(len(tasks), device=device)) if config.loss_weighting == "uncertainty" else None
         groups: list[dict] = [{"params": [p for p in model.parameters() if p.requires_grad]}]
         if log_vars is not None:
@@ -284,6 +288,8 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
                     done = True
                     break
                 xb = x_all[idx].to(device)
+                if config.augment is not None:
+                    xb = config.augment(xb, aug_gen)
                 out = _outputs(model, xb, names)
                 total = torch.zeros((), device=device)
                 for k, t in enumerate(tasks):

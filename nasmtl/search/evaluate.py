@@ -323,7 +323,8 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
     t = cfg.train
     tc = TrainConfig(budget=Budget(epochs=t.epochs, steps=t.steps, seconds=t.seconds), batch_size=t.batch_size,
                      lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
-                     seed=cfg.search.seed, loss_weighting=t.loss_weighting)  # type: ignore[arg-type]
+                     seed=cfg.search.seed, loss_weighting=t.loss_weighting,  # type: ignore[arg-type]
+                     augment=train_augment(cfg))
     if "delta_m" in cfg.objective_names and not hasattr(space, "layout_space"):
         raise ConfigError(f"{cfg.source}: objective 'delta_m' needs a layout part ([space] layout = \"search\" "
                           "or a fixed layout); with all stages shared there is nothing to compare")
@@ -464,6 +465,18 @@ def _quant_space(cfg: Any, quant: Any, n_groups: int) -> tuple[Any, Any]:
         return QuantSpace.from_file(path, n_groups), None
     except SpaceError as e:
         raise ConfigError(f"{cfg.source}: space.quant: {e}") from None
+
+
+def train_augment(cfg: Any) -> Any:
+    """The run's ``[train] augment`` as a batch function (a ``ConfigError`` naming the key when it is wrong)."""
+    from nasmtl.config import ConfigError
+    from nasmtl.data import DataError
+    from nasmtl.data.augment import from_spec
+
+    try:
+        return from_spec(cfg.train.augment)
+    except DataError as e:
+        raise ConfigError(f"{cfg.source}: {e}") from None
 
 
 def _dataset(cfg: Any) -> Any:

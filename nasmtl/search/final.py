@@ -121,13 +121,14 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
     import nasmtl.onnx as nx
     from nasmtl.arch import to_torch
     from nasmtl.quant_eval import baselines, evaluate_onnx, measure_policy
-    from nasmtl.search.evaluate import eval_batch_size
+    from nasmtl.search.evaluate import eval_batch_size, train_augment
     from nasmtl.train import Budget, TrainConfig, train
 
     t = cfg.train
     tc = TrainConfig(budget=Budget(epochs=budget.epochs, steps=budget.steps), batch_size=budget.batch_size,
                      lr=budget.lr, weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
-                     seed=cfg.search.seed, loss_weighting=t.loss_weighting)  # type: ignore[arg-type]
+                     seed=cfg.search.seed, loss_weighting=t.loss_weighting,  # type: ignore[arg-type]
+                     augment=train_augment(cfg))
     tc.eval_batch_size = eval_batch_size(candidate.arch, tc.eval_batch_size)
     name = record_name(candidate)
     out_dir.mkdir(parents=True, exist_ok=True)
