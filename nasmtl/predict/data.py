@@ -24,6 +24,7 @@ import torch
 
 from nasmtl.errors import NasmtlError
 from nasmtl.predict.encoding import ENCODING_VERSION, N_FEATURES, feature_vector
+from nasmtl.progress import Progress
 from nasmtl.resources import benchmarks_dir
 
 NB201_INPUT = (3, 32, 32)
@@ -199,13 +200,16 @@ def build_nb201_cache(limit: int | None = None, seed: int = 0, log_every: int = 
             canon.append(key)
     todo = [k for k in (canon if limit is None else canon[:limit]) if k not in cache]
     start = time.perf_counter()
+    status = Progress(total=len(todo), unit="new encodings")
 
     def progress(done: int, total: int) -> None:
+        status.update(done)
         if done % log_every == 0 or done == total:
             rate = done / max(time.perf_counter() - start, 1e-9)
-            print(f"nb201 encodings: {done}/{total} new ({rate:.1f}/s), cache {len(cache)}", flush=True)
+            status.say(f"nb201 encodings: {done}/{total} new ({rate:.1f}/s), cache {len(cache)}")
 
     encode_designs(tab.space, [tab.space.decode(k) for k in todo], cache, progress=progress)
+    status.close()
     return cache
 
 
