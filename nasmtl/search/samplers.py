@@ -52,6 +52,7 @@ class ParamNames:
     used with other options (optuna keeps one distribution per name in a study)."""
 
     _choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _learned: set[int] = field(default_factory=set)
 
     def name(self, key: str, options: Sequence[str]) -> str:
         opts = tuple(options)
@@ -63,8 +64,13 @@ class ParamNames:
         return name
 
     def learn(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
-        """Remember the option sets of parameters already in the study (so names stay consistent)."""
+        """Remember the option sets of parameters already in the study (so names stay consistent); each
+        finished trial is read once, so the engine can call this before every trial at no growing cost."""
         for t in trials:
+            if t.number in self._learned:
+                continue
+            if t.state.is_finished():
+                self._learned.add(t.number)
             for k, d in t.distributions.items():
                 if isinstance(d, CategoricalDistribution):
                     self._choices.setdefault(k, tuple(str(c) for c in d.choices))
