@@ -1,13 +1,18 @@
 """Found models against hand-designed baselines, all trained to completion with the same budget and data (test split).
 
     python bench/found_vs_baseline.py [--data multimnist|penguins] [--seeds 0,1,2] [--trials N] [--runs DIR]
+    python bench/found_vs_baseline.py --report RUN_DIR ...     # reprint finished runs
+    python bench/found_vs_baseline.py --refinal RUN_DIR ...    # the final phase again, with today's finalist rule
 
 For each seed, runs the search exactly as ``nasmtl search`` does (multi-fidelity trials, then the
 final phase: the finalists chosen from the front and the run's baselines trained from scratch at
 the final budget, measured in onnxruntime on the test split), then prints every final model's test
 figures side by side and, for the hand design (as designed in fp32, and all int8), the found model
 that beats it with the smallest file: the accuracy difference per task and the ratio of bytes and
-latency found / hand. The aim: a found model at least as good on every task objective at no more
+latency found / hand. ``--refinal`` copies finished runs to ``RUN_DIR-refinal``, keeps the final
+records of the baselines and of the trials that are still finalists under the current selection
+rule, and trains the other finalists (final training is seeded and deterministic on the CPU, so a
+kept record is what a fresh final phase would write). The aim: a found model at least as good on every task objective at no more
 than half the hand design's bytes, in every seed.
 
 Data sets:
@@ -95,6 +100,25 @@ def run_search(cfg: RunConfig, name: str, runs: Path) -> Path:
     return run.dir
 
 
+def refinal(src: Path) -> Path:
+    """A copy of the finished run ``src`` whose final phase is redone with the current finalist rule."""
+    import shutil
+
+    from nasmtl.search.run import finalists, open_run, run_final_phase
+
+    dest = src.with_name(src.name + "-refinal")
+    if dest.exists():
+        raise SystemExit(f"{dest} exists already: remove it to redo the final phase")
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("report", "report.html"))
+    run = open_run(dest)
+    keep = {f"trial-{t.number:05d}" for t in finalists(run)}
+    for rec in sorted((dest / "final").glob("*/trial-*")):
+        if rec.name.split(".")[0] not in keep:
+            rec.unlink()
+    run_final_phase(run, progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
+    return dest
+
+
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
@@ -149,13 +173,19 @@ def main() -> None:
     ap.add_argument("--trials", type=int, help="trial budget of each search (default: the run's own)")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs", help="folder for the run directories")
     ap.add_argument("--report", type=Path, nargs="+", help="only print the comparison of finished run directories")
+    ap.add_argument("--refinal", type=Path, nargs="+", help="redo the final phase of finished runs (copies)")
     args = ap.parse_args()
     hand = "two-branch-cnn" if args.data == "multimnist" else "shared-mlp"
     results = []
     for run_dir in args.report or []:
         print(f"{run_dir}:")
         results.append(report_seed(run_dir, hand))
-    for seed in [] if args.report else [int(s) for s in args.seeds.split(",")]:
+    for src in args.refinal or []:
+        t0 = time.perf_counter()
+        run_dir = refinal(src)
+        print(f"{run_dir} (from {src}; {time.perf_counter() - t0:.0f} s of final training):")
+        results.append(report_seed(run_dir, hand))
+    for seed in [] if args.report or args.refinal else [int(s) for s in args.seeds.split(",")]:
         name = f"bench-found-{args.data}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         cfg = multimnist_config(seed, args.trials) if args.data == "multimnist" else \
             penguins_config(seed, args.trials, args.runs / f"{name}-data")

@@ -154,9 +154,20 @@ def test_finalists_span_the_front_best_first() -> None:
     front = [_Member(1, [0.95, 0.93, 8e5]), _Member(2, [0.94, 0.92, 7e5]), _Member(3, [0.90, 0.88, 2e5]),
              _Member(4, [0.80, 0.70, 5e4]), _Member(5, [0.5, 0.4, 1e4])]
     chosen = select_finalists(front, OBJ, 3)
-    assert [m.number for m in chosen] == [1, 3, 4]             # best, then one per halving of bytes
-    assert [m.number for m in select_finalists(front, OBJ, 5)] == [1, 3, 4, 5, 2]
+    assert [m.number for m in chosen] == [1, 4, 3]             # best, then the knees by hypervolume added
+    assert [m.number for m in select_finalists(front, OBJ, 5)][:3] == [1, 4, 3]
+    assert sorted(m.number for m in select_finalists(front, OBJ, 5)) == [1, 2, 3, 4, 5]
     assert select_finalists(front, OBJ, 0) == []
+
+
+def test_finalists_take_a_knee_just_above_half_the_cost() -> None:
+    # the front of the default search, seed 0: trial 22 shares every stage at 0.503x the bytes of
+    # trial 16 and loses little; a rule of "at most half the cost" skipped it for the 9.7 kB trial 2
+    front = [_Member(16, [0.935, 0.929, 292465]), _Member(13, [0.938, 0.89, 291000]),
+             _Member(22, [0.934, 0.895, 147201]), _Member(17, [0.928, 0.912, 290800]),
+             _Member(2, [0.843, 0.784, 9724]), _Member(8, [0.842, 0.785, 9503]), _Member(26, [0.832, 0.766, 9492])]
+    assert [m.number for m in select_finalists(front, OBJ, 2)] == [16, 22]
+    assert [m.number for m in select_finalists(front, OBJ, 3)] == [16, 22, 2]
 
 
 def test_verdict_needs_every_task_and_no_more_cost() -> None:

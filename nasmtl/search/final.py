@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from nasmtl.config import ConfigError, Objective, RunConfig
 from nasmtl.errors import NasmtlError
 from nasmtl.files import fsync_file, write_json
@@ -198,8 +200,12 @@ def select_finalists(members: Sequence[Any], objectives: Sequence[Objective], k:
     """Up to ``k`` Pareto members (``.values`` in objective order) to train at the final budget.
 
     The best by average rank over the task objectives first; then, where the run has a cost
-    objective, members at most half the cost of every one chosen so far (one per halving of size,
-    best first), so the finalists span the front; the rest by rank.
+    objective, greedily the member that adds the most hypervolume to those chosen, measured over
+    the task objectives and the logarithm of the first cost (a halving of size counts the same at
+    every size) scaled to the front's range, so the finalists are the front's knees: small models
+    that lose little, not only the extremes; the rest by rank. With more
+    than two task objectives beside the cost (hypervolume here is exact up to 3-D), members at most
+    half the cost of every one chosen so far are taken, best first.
     """
     if k <= 0 or not members:
         return []
@@ -218,7 +224,9 @@ def select_finalists(members: Sequence[Any], objectives: Sequence[Objective], k:
 
     ordered = sorted(members, key=lambda m: (rank_sum(m), getattr(m, "number", 0)))
     chosen = [ordered[0]]
-    if costs:
+    if costs and len(quality) <= 2:
+        chosen += _knees(ordered[1:], chosen, quality + costs[:1], names, k - 1)
+    elif costs:
         ci = names.index(costs[0].name)
         for m in ordered[1:]:
             if len(chosen) >= k:
@@ -231,6 +239,41 @@ def select_finalists(members: Sequence[Any], objectives: Sequence[Objective], k:
         if m not in chosen:
             chosen.append(m)
     return chosen
+
+
+def _knees(pool: Sequence[Any], chosen: Sequence[Any], objs: Sequence[Objective], names: Sequence[str],
+           k: int) -> list[Any]:
+    """Up to ``k`` of ``pool``, each the one adding most hypervolume to ``chosen`` and those picked
+    before it. The last objective is a cost, taken in log scale; every objective is scaled to the
+    front's range with the reference point 10% beyond its worst value (the usual normalised
+    hypervolume), so a member that is cheap but far worse adds little. Members adding nothing are left."""
+    from nasmtl.search.hypervolume import hypervolume
+
+    idx = [names.index(o.name) for o in objs]
+    sign = np.array([-1.0 if o.direction == "maximize" else 1.0 for o in objs])
+    everyone = [*chosen, *pool]
+    pts = np.array([[float(m.values[i]) for i in idx] for m in everyone]) * sign
+    pts[:, -1] = np.log(np.maximum(pts[:, -1], 1e-12))
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    z = (pts - lo) / np.where(hi > lo, hi - lo, 1.0)
+    ref = [1.1] * len(objs)
+    current = list(range(len(chosen)))
+    base = hypervolume(z[current], ref) if current else 0.0
+    picked: list[int] = []
+    while len(picked) < k:
+        best, gain = None, 0.0
+        for j in range(len(chosen), len(everyone)):
+            if j in picked:
+                continue
+            g = hypervolume(z[current + [j]], ref) - base
+            if g > gain + 1e-12:
+                best, gain = j, g
+        if best is None:
+            break
+        picked.append(best)
+        current.append(best)
+        base += gain
+    return [everyone[j] for j in picked]
 
 
 @dataclass
