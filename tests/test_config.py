@@ -63,8 +63,12 @@ def test_shipped_configs_build_their_space_evaluator_and_start_designs(root: Pat
     evaluator = build_evaluator(cfg, space)
     assert [t.name for t in evaluator.data.tasks] == ["left", "right"]
     designs = start_designs(space, cfg.search.start, cfg.resolve, source=cfg.source)
-    assert len(designs) == len(cfg.search.start) >= 1
+    assert len(designs) == 2 * len(cfg.search.start) >= 2    # an architecture starts at both ends of the layouts
     assert all(space.encode(space.decode(d)) == d for d in designs)
+    starts = [space.decode(d) for d in designs[:2]]
+    ls = space.layout_space
+    assert [x.layout for x in starts] == [ls.shared(), ls.separate()]
+    assert starts[0].arch == starts[1].arch and starts[0].quant == starts[1].quant
     arch = evaluator._arch(space.decode(designs[0]))
     ops = [arch.graph.nodes[n]["op"] for n in arch.op_nodes()]
     assert "conv" in ops and "im2col" not in ops  # patch convolutions (the ResNet's) reach ONNX as Conv

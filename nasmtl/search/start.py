@@ -4,7 +4,10 @@ Seeding a search with known-good networks matters more in an expressive space th
 does (einspace's evolution seeded with a ResNet beat evolution from scratch). An entry of
 ``[search] start`` is a design string of the space, or a file holding one (``#`` lines are
 comments, line breaks are ignored), e.g. ``grammars/baselines/resnet.txt``. For a joint space an
-architecture string is enough: its layout and quantization parts are drawn from the space.
+architecture string is enough: where the layout is searched it starts twice, at the two ends of
+the layout space (every stage shared by all tasks, and one branch per task from the first stage:
+hard parameter sharing and one network per task, the two designs a multi-task practitioner tries
+first), with one quantization policy drawn from the space for both.
 """
 
 from __future__ import annotations
@@ -30,16 +33,21 @@ def read_entry(entry: str, resolve: Callable[[str], Path]) -> str:
     return entry
 
 
-def _decode(space: Any, text: str, rng: np.random.Generator) -> Any:
-    """A design of ``space`` from a full design string, or from an architecture string of a joint space."""
+def _decode(space: Any, text: str, rng: np.random.Generator) -> list[Any]:
+    """The designs of ``space`` that one entry starts: the full design it spells, or, for an
+    architecture string of a joint space, that architecture at both ends of the layout space."""
     try:
-        return space.decode(text)
+        return [space.decode(text)]
     except Exception as whole:
         arch_space = getattr(space, "arch_space", None)
         if arch_space is None:
             raise whole
         arch = arch_space.decode(text)
-        return replace(space.sample(rng), arch=arch)
+        drawn = replace(space.sample(rng), arch=arch)
+        if "layout" not in getattr(space, "searched", ()):
+            return [drawn]
+        ends = (space.layout_space.shared(), space.layout_space.separate())
+        return [replace(drawn, layout=layout) for layout in ends]
 
 
 def start_designs(space: Any, entries: Sequence[str], resolve: Callable[[str], Path], seed: int = 0,
@@ -50,16 +58,17 @@ def start_designs(space: Any, entries: Sequence[str], resolve: Callable[[str], P
     for i, entry in enumerate(entries):
         where = f"{source}: search.start[{i}]"
         try:
-            design = _decode(space, read_entry(entry, resolve), rng)
+            designs = _decode(space, read_entry(entry, resolve), rng)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"{where}: not a design of space {space.name!r}: {first}") from None
-        _check_caps(getattr(space, "arch_space", space), getattr(design, "arch", design), where)
-        key = space.encode(design)
-        if key not in out:
-            out.append(key)
+        for design in designs:
+            _check_caps(getattr(space, "arch_space", space), getattr(design, "arch", design), where)
+            key = space.encode(design)
+            if key not in out:
+                out.append(key)
     return out
 
 
