@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from nasmtl.spaces.base import SpaceError  # noqa: E402
 from nasmtl.spaces.grammar import GrammarSpace  # noqa: E402
-from nasmtl.spaces.grammar_sample import Derivation  # noqa: E402
+from nasmtl.spaces.grammar_walk import Derivation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

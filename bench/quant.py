@@ -49,7 +49,7 @@ from nasmtl.examples import two_branch_cnn
 from nasmtl.onnx import check_parity, compact_onnx, export_onnx, measure_latency
 from nasmtl.quant_eval import QuantApplied, apply_policy, evaluate_onnx, mean_primary
 from nasmtl.spaces.grammar import GrammarSpace
-from nasmtl.spaces.grammar_format import load_grammar
+from nasmtl.spaces.grammar_reader import load_grammar
 from nasmtl.spaces.joint import Design, JointSpace, joint_from_parts
 from nasmtl.spaces.quant import QuantPolicy, QuantSpace
 from nasmtl.train import Budget, TrainConfig, train

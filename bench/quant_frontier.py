@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nasmtl.arch import arch_cost
 from nasmtl.spaces.grammar import GrammarSpace
-from nasmtl.spaces.grammar_format import load_grammar
+from nasmtl.spaces.grammar_reader import load_grammar
 from nasmtl.spaces.joint import Design, joint_from_parts
 from nasmtl.spaces.quant import QuantPolicy
 from quant import (FAMILY, HAND_STRINGS, INT8, Lab, Point, add_budget_arguments, hand_design, net_key, prepare,

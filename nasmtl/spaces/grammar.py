@@ -20,8 +20,10 @@ from nasmtl.arch.compose import compose, shared_layout
 from nasmtl.arch.ir import Arch, ArchBuilder
 from nasmtl.arch.registry import Shape
 from nasmtl.spaces.base import Prior, SpaceError
-from nasmtl.spaces.grammar_format import GrammarFile, Hole, Term, load_grammar
-from nasmtl.spaces.grammar_sample import Analysis, DeadEnd, Derivation, Limits, Span, Walker, _Frame
+from nasmtl.spaces.grammar_analysis import Analysis
+from nasmtl.spaces.grammar_model import GrammarFile, Hole, Term
+from nasmtl.spaces.grammar_reader import load_grammar
+from nasmtl.spaces.grammar_walk import DeadEnd, Derivation, Frame, Limits, Span, Walker
 
 MAX_ATTEMPTS = 200
 OP_TRIES = 20
@@ -237,7 +239,7 @@ class GrammarSpace:
         out: list[Arch] = []
         for f in forms:
             w = Walker(self.grammar, self.analysis, Limits(10 ** 6, 10 ** 9), record=True)
-            fr = _Frame(alt, node)
+            fr = Frame(alt, node)
             try:
                 w.form(f, fr, -1, shape, None, depth_left, path)
             except SpaceError as e:
