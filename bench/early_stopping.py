@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from nasmtl.config import parse_config
-from nasmtl.search.run import run_engine, start_run
+from nasmtl.run.build import run_engine
+from nasmtl.run.lifecycle import start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

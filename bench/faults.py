@@ -190,7 +190,7 @@ def run_mode(mode: str, kills: int, rng: random.Random, max_wait: float, work: P
     t0 = time.perf_counter()
     if mode == "postgres3":
         from nasmtl.config import load_config
-        from nasmtl.search.run import start_run
+        from nasmtl.run.lifecycle import start_run
 
         start_run(load_config(cfg), NAME, storage_url, runs)        # the study, its config; no trial yet
         worker = _nasmtl("worker", NAME, "--storage", storage_url, "--runs", str(runs))

@@ -29,7 +29,6 @@ Data sets:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -91,7 +90,8 @@ def penguins_config(seed: int, trials: int | None, folder: Path) -> RunConfig:
 
 def run_search(cfg: RunConfig, name: str, runs: Path) -> Path:
     """The search and its final phase, as ``nasmtl search`` runs them; returns the run directory."""
-    from nasmtl.search.run import run_engine, run_final_phase, start_run
+    from nasmtl.run.build import run_engine, run_final_phase
+    from nasmtl.run.lifecycle import start_run
 
     run = start_run(cfg, name, None, runs)
     summary = run_engine(run, progress=None)
@@ -104,7 +104,8 @@ def refinal(src: Path) -> Path:
     """A copy of the finished run ``src`` whose final phase is redone with the current finalist rule."""
     import shutil
 
-    from nasmtl.search.run import finalists, open_run, run_final_phase
+    from nasmtl.run.build import finalists, run_final_phase
+    from nasmtl.run.lifecycle import open_run
 
     dest = src.with_name(src.name + "-refinal")
     if dest.exists():
@@ -156,7 +157,7 @@ def report_seed(run_dir: Path, hand: str) -> list[bool]:
 
 
 def _objectives(run_dir: Path) -> list:
-    from nasmtl.search.run import open_run
+    from nasmtl.run.lifecycle import open_run
 
     return open_run(run_dir).config.objectives
 

@@ -11,7 +11,8 @@
 
 ``run_search(..., data=dataset)`` searches on a map-style dataset (``torch.utils.data.Dataset``:
 ``dataset[i] == (input, {task: target})``, or ``{"train": ds, "val": ds, "test": ds}``), written once
-into the run as ``data.npz`` (``nasmtl.data.mapstyle``).
+into the run as ``data.npz`` (above 256 MB of inputs: the memory-mapped ``.npy`` folder ``data/``;
+``nasmtl.data.mapstyle``). ``run_search(..., augment=fn)`` augments every training batch of the run.
 
 Errors are the CLI's: ``ConfigError``, ``DataError``, ``StorageError``, ``FinalTrainingError``, ...
 with the file and place in their message; all derive from ``nasmtl.NasmtlError``.
@@ -25,10 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from nasmtl.config import ConfigError, RunConfig, default_config, load_config
+from nasmtl.run.rundir import RunDir
 from nasmtl.search.final import FinalRecord
 
 if TYPE_CHECKING:
-    from nasmtl.search.run import Run
+    from nasmtl.data.augment import Augment
+    from nasmtl.run.lifecycle import Run
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,13 @@ class SearchRun:
 
     dir: Path
     storage: str | None = None
+    augment: Augment | None = None
+    """The batch function ``run_search(augment=...)`` gave; ``retrain`` trains with it too (it is not stored on disk)."""
 
     @property
     def _run(self) -> "Run":
         """The run opened afresh (so a run another process is writing reads as it is now)."""
-        from nasmtl.search.run import open_run
+        from nasmtl.run.lifecycle import open_run
 
         return open_run(self.dir, self.storage)
 
@@ -78,6 +83,7 @@ class SearchRun:
                 batch_size: int | None = None, lr: float | None = None, device: str | None = None,
                 baselines: bool = False, force: bool = False) -> FinalRecord:
         """Train trial ``trial``'s design from scratch at the final budget (overrides as given); its record."""
+        from nasmtl.search.evaluate import extra_augment
         from nasmtl.search.final import final_budget, run_final
         from nasmtl.train import resolve_device
 
@@ -89,8 +95,9 @@ class SearchRun:
                               f"{', '.join(map(str, sorted(done))) or 'none'})")
         budget = final_budget(run.config, epochs, steps, batch_size, lr)
         dev = str(resolve_device(device)) if device is not None else None
-        return run_final(self.dir, run.config, [done[trial]], with_baselines=baselines, budget=budget,
-                         device=dev, force=force)[0]
+        with extra_augment(self.augment):
+            return run_final(self.dir, run.config, [done[trial]], with_baselines=baselines, budget=budget,
+                             device=dev, force=force)[0]
 
     def export(self, what: FinalRecord | int, path: str | Path) -> Path:
         """Copy a final model (a record) or a trial's own search model (a trial number) to ``path``."""
@@ -101,76 +108,69 @@ class SearchRun:
         if isinstance(what, FinalRecord):
             src = self.dir / what.onnx
         else:
-            src = self.dir / "trials" / f"{int(what):05d}.onnx"
+            src = RunDir(self.dir).trial_onnx(int(what))
         if not src.is_file():
             raise ConfigError(f"{self.dir}: no model file {src.relative_to(self.dir)}")
         shutil.copyfile(src, dest)
         return dest
 
 
-DATA_FILE = "data.npz"
-"""Where ``run_search(..., data=...)`` keeps a map-style dataset inside the run directory."""
-
-
 def run_search(config: RunConfig | str | Path | None = None, *, data: Any = None, name: str | None = None,
                storage: str | None = None, runs: str | Path = "runs", trials: int | None = None,
-               final: bool = True, progress: Callable[[str], None] | None = None) -> SearchRun:
+               final: bool = True, progress: Callable[[str], None] | None = None,
+               augment: Augment | None = None) -> SearchRun:
     """Run (or resume, with ``name`` of an existing run and no config) a search and its final phase.
 
     ``data``: a map-style dataset (split by the config's ``val_fraction`` / ``test_fraction`` /
     ``seed``, default 0.1 / 0.1 / 0) or a dict of ``train``, ``val`` and ``test`` datasets; it replaces
-    the config's ``[data]`` source.
+    the config's ``[data]`` source. ``augment``: a function ``(batch, generator) -> batch`` applied to
+    every training batch of the trials and the final phase, after ``[train] augment``'s built-ins.
     """
     import time
 
-    from nasmtl.search.run import (build_engine, check_run_name, discard_run, run_engine, run_final_phase,
-                                   start_run)
+    from nasmtl.data.augment import checked
+    from nasmtl.search.evaluate import extra_augment
+    from nasmtl.run.build import build_engine, run_engine, run_final_phase
+    from nasmtl.run.lifecycle import check_run_name, discard_run, start_run
 
     cfg = config if isinstance(config, RunConfig) or config is None else load_config(config)
     name = name or time.strftime("search-%Y%m%d-%H%M%S")
     check_run_name(name)
     root = Path(runs)
-    if cfg is None and not (root / name / "config.json").exists() and storage is None:
+    if cfg is None and not RunDir(root / name).config_file.exists() and storage is None:
         cfg = default_config()
     fresh = not (root / name).exists()
-    try:
-        if data is not None:
-            cfg = _with_dataset(cfg or default_config(), data, root / name, fresh)
-        run = start_run(cfg, name, storage, root)
-        engine = build_engine(run, trials, None, progress)
-    except BaseException:
-        if fresh:
-            discard_run(root / name, storage, name)
-        raise
-    summary = run_engine(run, progress=progress, engine=engine)
-    if final and summary.completed:
-        run_final_phase(run, progress=progress)
-    return SearchRun(run.dir, storage)
+    with extra_augment(checked(augment, "run_search(augment=...)")):
+        try:
+            if data is not None:
+                cfg = _with_dataset(cfg or default_config(), data, root / name, fresh)
+            run = start_run(cfg, name, storage, root)
+            engine = build_engine(run, trials, None, progress)
+        except BaseException:
+            if fresh:
+                discard_run(root / name, storage, name)
+            raise
+        summary = run_engine(run, progress=progress, engine=engine)
+        if final and summary.completed:
+            run_final_phase(run, progress=progress, engine=engine)
+    return SearchRun(run.dir, storage, augment)
 
 
 def _with_dataset(cfg: RunConfig, data: Any, run_dir: Path, fresh: bool) -> RunConfig:
-    """``cfg`` reading ``data`` from the run's ``data.npz`` (written now; a resume must pass the same data)."""
-    from nasmtl.data.dataset import DataError
-    from nasmtl.data.mapstyle import npz_bytes, read_splits
-    from nasmtl.files import write_atomic
+    """``cfg`` reading ``data`` from the run's ``data.npz`` (or, for large data, the ``.npy`` folder ``data/``;
+    written now, and a resume must pass the same data)."""
+    from nasmtl.data.mapstyle import store
 
-    x, targets, split = read_splits(data)
-    blob = npz_bytes(x, targets, split)
-    path = (run_dir / DATA_FILE).resolve()
-    if not fresh and path.is_file():
-        if blob != path.read_bytes():
-            raise DataError(f"{path}: run {run_dir.name!r} was made with other data; resume it with the same "
-                            "dataset or choose a new name")
-    else:
-        write_atomic(path, blob)
+    files = RunDir(run_dir)
+    spec = store(data, files.data_file.resolve(), files.data_dir.resolve(), fresh)
     keep = {k: v for k, v in cfg.data.items() if k in ("val_fraction", "test_fraction", "seed")}
     name = type(data).__name__ if not isinstance(data, dict) else type(data["train"]).__name__
-    return dataclasses.replace(cfg, data={"kind": "npz", "path": str(path), "name": name, **keep})
+    return dataclasses.replace(cfg, data={**spec, "name": name, **keep})
 
 
 def load_run(path: str | Path, storage: str | None = None) -> SearchRun:
     """An existing run directory (``runs/NAME``)."""
     p = Path(path)
-    if not (p / "run.json").is_file():
-        raise ConfigError(f"{p}: not a run directory (no run.json)")
+    if not RunDir(p).is_run():
+        raise ConfigError(f"{p}: not a run directory (no {RunDir(p).run_file.name})")
     return SearchRun(p, storage)

@@ -410,7 +410,7 @@ def _validate(cfg: RunConfig) -> None:
     if not s.layout.strip():
         raise ConfigError(f"{src}: space.layout must be one of {', '.join(LAYOUT_MODES)} or a layout string")
     if "name" not in cfg.data and "kind" not in cfg.data:
-        raise ConfigError(f"{src}: [data] needs 'name' (a built-in data set) or 'kind' (npz, csv, idx)")
+        raise ConfigError(f"{src}: [data] needs 'name' (a built-in data set) or 'kind' (npz, csv, idx, folder, npy)")
     if not 1 <= len(cfg.objectives) <= 3:
         raise ConfigError(f"{src}: give 1 to 3 [[objectives]] (exact hypervolume), got {len(cfg.objectives)}")
     seen = set()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import TrialState
 
+from nasmtl.run.rundir import RunDir
 from nasmtl.search.engine import failed_trials, pareto_trials, study_hypervolume, trained_completes
 from nasmtl.search.final import FinalRecord, Verdict, baseline_rows, final_budget, load_final, verdicts
 
@@ -133,7 +133,7 @@ def _fmt(v: float) -> str:
 
 def load_report(run_dir: Path, storage_url: str | None = None) -> RunReport:
     """The report of run directory ``run_dir`` (its storage from ``run.json`` unless given)."""
-    from nasmtl.search.run import open_run
+    from nasmtl.run.lifecycle import open_run
 
     run = open_run(Path(run_dir), storage_url)
     study, cfg, name = run.study, run.config, run.name
@@ -229,7 +229,7 @@ def _final_plot(rep: RunReport, out_dir: Path, plt: Any) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel(f"{cost} (test file; log scale)")
     ax.set_ylabel("mean of " + ", ".join(quality) if len(quality) > 1 else (quality[0] if quality else cols[0]))
-    ax.set_title(f"final models, test split (red: found, blue: baselines)", fontsize=9)
+    ax.set_title("final models, test split (red: found, blue: baselines)", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     p = out_dir / "final_models.png"
@@ -301,8 +301,8 @@ def write_pictures(rep: RunReport, run_dir: Path, out_dir: Path) -> dict[int, Pa
     """
     from nasmtl.arch.draw import draw_arch
     from nasmtl.data import load_dataset
+    from nasmtl.run.lifecycle import open_run
     from nasmtl.search.evaluate import load_space
-    from nasmtl.search.run import open_run
     from nasmtl.spaces.joint import build_network
 
     if not rep.pareto:
@@ -330,8 +330,9 @@ def write_pictures(rep: RunReport, run_dir: Path, out_dir: Path) -> dict[int, Pa
 
 def write_report(run_dir: Path, storage_url: str | None = None) -> tuple[RunReport, list[Path]]:
     """Write ``report/*.png``, ``report/arch_*.svg`` and ``report.html`` into the run directory."""
+    files = RunDir(Path(run_dir))
     rep = load_report(run_dir, storage_url)
-    images = write_plots(rep, Path(run_dir) / "report")
-    pictures = write_pictures(rep, Path(run_dir), Path(run_dir) / "report")
-    page = write_html(rep, images, Path(run_dir) / "report.html", pictures)
+    images = write_plots(rep, files.report_dir)
+    pictures = write_pictures(rep, files.root, files.report_dir)
+    page = write_html(rep, images, files.report_html, pictures)
     return rep, [*images, *pictures.values(), page]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nasmtl.data import MultiTaskDataset, Split, Task
+from nasmtl.data.rows import Rows
 from nasmtl.errors import NasmtlError
 
 Metrics = dict[str, dict[str, float]]
@@ -134,8 +135,9 @@ def _outputs(model: nn.Module, x: torch.Tensor, names: Sequence[str]) -> dict[st
     return out
 
 
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Model outputs per task for inputs ``x``, in eval mode and without gradients (the mode is restored)."""
+def predict(model: nn.Module, x: np.ndarray | Rows, batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Model outputs per task for inputs ``x`` read batch by batch, in eval mode and without gradients
+    (the mode is restored)."""
     device = _device(model)
     was_training = model.training
     model.eval()
@@ -213,6 +215,15 @@ def budget_steps(budget: Budget, n: int, batch_size: int) -> int | None:
     return min(limits) if limits else None
 
 
+def _batch_reader(x: np.ndarray | Rows) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Inputs of a batch from its indices: an array in memory is indexed as one tensor, ``Rows`` of a
+    file larger than memory are read batch by batch (only the batch is ever in memory)."""
+    if isinstance(x, Rows):
+        return lambda idx: torch.from_numpy(x[idx.numpy()])
+    x_all = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return lambda idx: x_all[idx]
+
+
 def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
           on_epoch: Callable[[int, Metrics], bool] | None = None, progress: bool = False) -> TrainResult:
     """Train ``model`` on ``data.train`` within the budget, evaluating on ``data.val`` after every (partial) epoch.
@@ -239,7 +250,7 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
     max_seconds = budget.seconds if budget.seconds is not None else math.inf
     total_epochs = max_steps / per_epoch
 
-    x_all = torch.from_numpy(np.ascontiguousarray(data.train.x, dtype=np.float32))
+    inputs = _batch_reader(data.train.x)
     y_all = {t.name: torch.from_numpy(np.ascontiguousarray(data.train.y[t.name])) for t in tasks}
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
@@ -287,7 +298,7 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
                 if step >= max_steps or (step > 0 and time.perf_counter() - start >= max_seconds):
                     done = True
                     break
-                xb = x_all[idx].to(device)
+                xb = inputs(idx).to(device)
                 if config.augment is not None:
                     xb = config.augment(xb, aug_gen)
                 out = _outputs(model, xb, names)

@@ -40,13 +40,14 @@ def _get(app: Any, path: str) -> dict[str, Any]:
 def test_dashboard_shows_trials_attrs_and_constraints(root: Path, tmp_path: Path, kind: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import nasmtl.search.evaluate as ev
-    from nasmtl.search.run import run_engine, start_run
+    from nasmtl.run.build import run_engine
+    from nasmtl.run.lifecycle import start_run
     from nasmtl.search.storage import open_storage
 
     def fail_some(key: str) -> BaseException | None:
         return TrialFailed("nan", "training diverged at step 3") if key.endswith("3") else None
 
-    monkeypatch.setattr(ev, "build_evaluator", lambda cfg, space: FakeEvaluator(space, fail=fail_some))
+    monkeypatch.setattr(ev, "build_evaluator", lambda cfg, space, data=None: FakeEvaluator(space, fail=fail_some))
     url = None if kind == "journal" else f"sqlite:///{tmp_path / 'db.sqlite'}"
     run = start_run(parse_config(CONFIG, "<test>", str(root)), "dash", url, tmp_path)
     run_engine(run, progress=None)

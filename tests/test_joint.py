@@ -182,7 +182,8 @@ def test_config_keys_and_errors() -> None:
 
 def test_short_search_with_layout_and_quant_searched(tmp_path: Path) -> None:
     from nasmtl.report import load_report
-    from nasmtl.search.run import run_engine, start_run
+    from nasmtl.run.build import run_engine
+    from nasmtl.run.lifecycle import start_run
 
     objectives = [{"name": "left.accuracy"}, {"name": "bytes", "direction": "minimize", "ref": 1e6},
                   {"name": "right.macs", "direction": "minimize", "ref": 1e8}]

@@ -43,11 +43,12 @@ def fake_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
     """``run_engine`` with a torch-free evaluator (objectives from a hash of the design)."""
     import nasmtl.search.evaluate as ev
 
-    monkeypatch.setattr(ev, "build_evaluator", lambda cfg, space: FakeEvaluator(space))
+    monkeypatch.setattr(ev, "build_evaluator", lambda cfg, space, data=None: FakeEvaluator(space))
 
 
 def run_search(root: Path, runs: Path, name: str, **search: Any) -> Any:
-    from nasmtl.search.run import run_engine, start_run
+    from nasmtl.run.build import run_engine
+    from nasmtl.run.lifecycle import start_run
 
     run = start_run(config(root, **search), name, runs_root=runs)
     run_engine(run, progress=None)
@@ -89,7 +90,8 @@ def test_bank_reads_runs_written_by_search(root: Path, tmp_path: Path, fake_eval
 
 
 def test_bank_reads_an_sqlite_storage(root: Path, tmp_path: Path, fake_evaluator: None) -> None:
-    from nasmtl.search.run import run_engine, start_run
+    from nasmtl.run.build import run_engine
+    from nasmtl.run.lifecycle import start_run
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     run = start_run(config(root, trials=4), "sq", url, runs_root=tmp_path / "runs")

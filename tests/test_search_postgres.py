@@ -29,7 +29,7 @@ def postgres():
 
 def test_three_workers_on_postgres(root: Path, tmp_path: Path, postgres: str) -> None:
     from nasmtl.config import load_config
-    from nasmtl.search.run import start_run
+    from nasmtl.run.lifecycle import start_run
     from nasmtl.search.storage import open_storage
 
     cfg_path = tmp_path / "tiny.toml"

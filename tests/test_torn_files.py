@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 
 from nasmtl.cli import main
 from nasmtl.files import read_json, write_json
-from nasmtl.search.storage import JOURNAL_NAME, open_storage, repair_journal_tail
+from nasmtl.run.rundir import RunDir
+from nasmtl.search.storage import open_storage, repair_journal_tail
 from tests.conftest import ROOT, TINY_RUN
 
 
@@ -58,7 +59,7 @@ def test_resume_rewrites_cut_records_and_names_a_damaged_model(finished_run: Pat
     (run / "pareto.json").write_text('[{"trial": ')
     model = run / "trials" / f"{third:05d}.onnx"
     model.write_bytes(model.read_bytes()[:100])
-    with open(run / JOURNAL_NAME, "ab") as f:
+    with open(RunDir(run).journal, "ab") as f:
         f.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 9, "us')      # an append cut short
 
     rc, err = _resume(run, capsys)
@@ -69,9 +70,9 @@ def test_resume_rewrites_cut_records_and_names_a_damaged_model(finished_run: Pat
     assert f"rewrote 2 trial record(s) from the storage (missing or cut short): {first}, {second}" in err
     assert f"trials/{third:05d}.onnx does not load" in err and f"--trial {third}" in err
     assert "last record was cut short by a crash" in err
-    torn = list(run.glob(f"{JOURNAL_NAME}.torn-*"))
+    torn = RunDir(run).torn_journals()
     assert len(torn) == 1 and torn[0].read_bytes().endswith(b'"us')
-    assert (run / JOURNAL_NAME).read_bytes().endswith(b"\n")
+    assert RunDir(run).journal.read_bytes().endswith(b"\n")
     pareto = read_json(run / "pareto.json")
     assert pareto is not None and {m["trial"]: m["onnx"] for m in pareto}.get(third, "absent") in (None, "absent")
     assert not (run / "pareto" / model.name).exists()
@@ -80,7 +81,7 @@ def test_resume_rewrites_cut_records_and_names_a_damaged_model(finished_run: Pat
 def test_a_damaged_journal_line_is_named_with_how_to_keep_the_rest(finished_run: Path, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     run = _copy(finished_run, tmp_path)
-    journal = run / JOURNAL_NAME
+    journal = RunDir(run).journal
     lines = journal.read_bytes().splitlines(keepends=True)
     lines[4] = b"\x00\x00garbage\n"
     journal.write_bytes(b"".join(lines))

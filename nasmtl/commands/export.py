@@ -24,11 +24,12 @@ def run(args: argparse.Namespace) -> int:
 
     from nasmtl.errors import CommandError
     from nasmtl.onnx import run_onnx, session
+    from nasmtl.run.rundir import RunDir
 
-    src = args.run_dir / "trials" / f"{args.trial:05d}.onnx"
+    files = RunDir(args.run_dir)
+    src = files.trial_onnx(args.trial)
     if not src.is_file():
-        have = sorted(int(p.stem) for p in (args.run_dir / "trials").glob("*.onnx") if p.stem.isdigit()) \
-            if (args.run_dir / "trials").is_dir() else []
+        have = files.trials_with_models()
         raise CommandError(f"{args.run_dir}: no trained model of trial {args.trial} "
                            f"(trials with models: {', '.join(map(str, have)) or 'none'})")
     sess = session(src)
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise CommandError(f"{src}: outputs {', '.join(bad)} are not finite in onnxruntime")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    rec = args.run_dir / "trials" / f"{args.trial:05d}.json"
+    rec = files.trial_record(args.trial)
     info = json.loads(rec.read_text()) if rec.is_file() else {}
     design = info.get("design")
     shutil.copyfile(src, args.output)
@@ -58,8 +59,9 @@ def _describe(run_dir: Path, path: Path, info: dict) -> None:
     from nasmtl.config import RunConfig
     from nasmtl.data import load_dataset
     from nasmtl.onnx import model_metadata, write_metadata
+    from nasmtl.run.rundir import RunDir
 
-    cfg_file = run_dir / "config.json"
+    cfg_file = RunDir(run_dir).config_file
     if not cfg_file.is_file():
         return
     cfg = RunConfig.from_dict(json.loads(cfg_file.read_text()), str(cfg_file))

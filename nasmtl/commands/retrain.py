@@ -34,13 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from nasmtl.search.engine import pareto_trials
     from nasmtl.search.final import copy_model, final_budget, run_final
     from nasmtl.progress import Progress
-    from nasmtl.search.run import open_run
+    from nasmtl.run.lifecycle import open_run
+    from nasmtl.run.rundir import RunDir
     from nasmtl.train import DeviceError, resolve_device
 
     if args.output is not None and args.trial is None:
         raise CommandError("-o/--output needs --trial (with --pareto or --baselines the files stay in the run's final/)")
-    if not (args.run_dir / "run.json").is_file():
-        raise CommandError(f"{args.run_dir}: not a run directory (no run.json)")
+    files = RunDir(args.run_dir)
+    if not files.is_run():
+        raise CommandError(f"{args.run_dir}: not a run directory (no {files.run_file.name})")
     run_ = open_run(args.run_dir, args.storage)
     cfg = run_.config
     budget = final_budget(cfg, args.epochs, args.steps, args.batch_size, args.lr)

@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from nasmtl.errors import CommandError
     from nasmtl.config import default_config, load_config
     from nasmtl.progress import Progress
-    from nasmtl.search.run import (CONFIG_FILE, build_engine, check_run_name, discard_run, run_engine,
-                                   run_final_phase, start_run)
+    from nasmtl.run.build import build_engine, run_engine, run_final_phase
+    from nasmtl.run.lifecycle import check_run_name, discard_run, start_run
+    from nasmtl.run.rundir import RunDir
 
     if args.trials is not None and args.trials < 1:
         raise CommandError("--trials must be >= 1")
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = None
     if args.config is not None:
         cfg = load_config(args.config)
-    elif name is None or not ((args.runs / name / CONFIG_FILE).exists() or args.storage):
+    elif name is None or not (RunDir(args.runs / name).config_file.exists() or args.storage):
         cfg = default_config()
     if name is None:
         name = time.strftime("search-%Y%m%d-%H%M%S")
@@ -64,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
     summary = run_engine(run_, progress=prog.say, engine=engine)
     if summary.completed > 0 and not args.no_final:
         fin = Progress(unit="final models", quiet=args.quiet)
-        run_final_phase(run_, progress=fin.say, status=fin)
+        run_final_phase(run_, progress=fin.say, status=fin, engine=engine)
     print(f"report: nasmtl report {run_.dir}", file=sys.stderr)
     return 0 if summary.completed > 0 else 1

@@ -120,27 +120,22 @@ def _show_onnx(path: Path) -> int:
     return 0
 
 
-def trial_numbers(run_dir: Path) -> list[int]:
-    """The trials of a run that have a record (``trials/NNNNN.json``)."""
-    folder = run_dir / "trials"
-    return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()) if folder.is_dir() else []
-
-
 def _from_run(run_dir: Path, trial: int | None) -> tuple[Any, Any, list[str]]:
     """Trial ``trial``'s network, policy and header lines, from a run directory."""
     from nasmtl.errors import CommandError
     from nasmtl.config import RunConfig
-    from nasmtl.search.run import CONFIG_FILE, RUN_FILE
+    from nasmtl.run.rundir import RunDir
 
-    config_file = run_dir / CONFIG_FILE
+    files = RunDir(run_dir)
+    config_file = files.config_file
     if not config_file.is_file():
-        raise CommandError(f"{run_dir}: not a run directory (no {CONFIG_FILE}"
-                           f"{'' if (run_dir / RUN_FILE).is_file() else ' and no ' + RUN_FILE})")
-    have = trial_numbers(run_dir)
+        raise CommandError(f"{run_dir}: not a run directory (no {config_file.name}"
+                           f"{'' if files.is_run() else ' and no ' + files.run_file.name})")
+    have = files.trial_numbers()
     listed = ", ".join(map(str, have)) or "none"
     if trial is None:
         raise CommandError(f"{run_dir}: give --trial K (trials: {listed})")
-    record = run_dir / "trials" / f"{trial:05d}.json"
+    record = files.trial_record(trial)
     if not record.is_file():
         raise CommandError(f"{run_dir}: no trial {trial} (trials: {listed})")
     try:

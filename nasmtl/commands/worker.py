@@ -23,7 +23,7 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasmtl.search.worker import run_worker
+    from nasmtl.run.worker import run_worker
 
     signal.signal(signal.SIGTERM, _sigterm)
     summary = run_worker(args.name, args.storage, args.runs, args.trials)

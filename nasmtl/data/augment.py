@@ -17,7 +17,7 @@ from nasmtl.data.dataset import DataError
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
-__all__ = ["AUGMENTS", "Augment", "from_spec", "gaussian_noise", "shift"]
+__all__ = ["AUGMENTS", "Augment", "chain", "checked", "from_spec", "gaussian_noise", "shift"]
 
 
 def shift(max_pixels: int) -> Augment:
@@ -61,10 +61,25 @@ def from_spec(spec: Mapping[str, Any] | None, where: str = "train.augment") -> A
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise DataError(f"{where}.{key} must be a number >= 0, got {value!r}")
         steps.append(AUGMENTS[key](value))
+    return chain(*steps)
+
+
+def chain(*steps: Augment | None) -> Augment | None:
+    """The steps applied in order (``None`` ones skipped); a lone step is returned as it is, none gives ``None``."""
+    kept = [s for s in steps if s is not None]
+    if len(kept) <= 1:
+        return kept[0] if kept else None
 
     def apply(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        for step in steps:
+        for step in kept:
             x = step(x, g)
         return x
 
     return apply
+
+
+def checked(fn: Any, where: str) -> Augment | None:
+    """``fn`` if it is ``None`` or callable, else a ``DataError`` naming ``where`` (e.g. ``run_search(augment=...)``)."""
+    if fn is not None and not callable(fn):
+        raise DataError(f"{where}: expected a function (batch, generator) -> batch, got {type(fn).__name__} {fn!r:.60}")
+    return fn

@@ -1,4 +1,8 @@
-"""Multi-task data sets in memory: splits of inputs and per-task targets, and the checks every loader shares."""
+"""Multi-task data sets: splits of inputs and per-task targets, and the checks every loader shares.
+
+Inputs are an array in memory or, for data larger than memory, ``Rows`` of a memory-mapped file
+(``nasmtl.data.npydir``) that every user reads batch by batch; targets are always in memory.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from nasmtl.data.rows import Rows
 from nasmtl.data.tasks import TASK_KINDS, Task
 from nasmtl.errors import NasmtlError
 
@@ -18,9 +23,10 @@ class DataError(NasmtlError, ValueError):
 
 @dataclass
 class Split:
-    """One split: inputs ``x`` (float32, (n, *input_shape)), targets per task, and optional per-example metadata."""
+    """One split: inputs ``x`` (float32, (n, *input_shape); ``Rows`` of a file for data larger than memory),
+    targets per task, and optional per-example metadata."""
 
-    x: np.ndarray
+    x: np.ndarray | Rows
     y: dict[str, np.ndarray]
     meta: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -29,8 +35,9 @@ class Split:
         return int(self.x.shape[0])
 
     def subset(self, index: np.ndarray) -> Split:
-        """The examples at ``index`` (an index array or boolean mask), targets and metadata alike."""
-        return Split(self.x[index], {k: v[index] for k, v in self.y.items()},
+        """The examples at ``index`` (an index array or boolean mask), targets and metadata alike (``Rows``: a view)."""
+        x = self.x.subset(index) if isinstance(self.x, Rows) else self.x[index]
+        return Split(x, {k: v[index] for k, v in self.y.items()},
                      {k: v[index] for k, v in self.meta.items()})
 
 
@@ -247,7 +254,7 @@ def display_name(path: str | Path) -> str:
     """A data set name from a file path (its stem)."""
     p = Path(path)
     name = p.name
-    for suffix in (".gz", ".npz", ".csv", ".idx"):
+    for suffix in (".gz", ".npz", ".npy", ".csv", ".idx"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     return name or p.name

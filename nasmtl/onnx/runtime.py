@@ -92,11 +92,12 @@ def run_onnx(
         raise OnnxError(f"{_where(sess)}: model has {len(inputs)} inputs ({[i.name for i in inputs]}); expected one")
     in_name = inputs[0].name
     names = [o.name for o in sess.get_outputs()]
-    x = np.ascontiguousarray(np.asarray(x), dtype=_input_dtype(sess))
+    dtype = _input_dtype(sess)
+    x = x if hasattr(x, "ndim") and hasattr(x, "__getitem__") else np.asarray(x)   # arrays or Rows, read per batch
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
     starts = range(0, max(len(x), 1), batch_size) if x.ndim else [0]
     for start in starts:
-        xb = x[start : start + batch_size] if x.ndim else x
+        xb = np.ascontiguousarray(x[start : start + batch_size] if x.ndim else x, dtype=dtype)
         try:
             outs = sess.run(names, {in_name: xb})
         except Exception as exc:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from nasmtl.errors import NasmtlError
 from nasmtl.predict.encoding import ENCODING_VERSION, N_FEATURES, feature_vector
 from nasmtl.progress import Progress
 from nasmtl.resources import benchmarks_dir
+from nasmtl.run.rundir import RunDir
 
 NB201_INPUT = (3, 32, 32)
 TRANSNAS_FILE = benchmarks_dir() / "transnas_bench101_micro_zc.json"
@@ -253,7 +254,7 @@ def run_dataset(run_dir: str | Path, outputs: Sequence[str] | None = None) -> Da
     counted in ``source["skipped"]``; a run directory without trial records is an error.
     """
     root = Path(run_dir)
-    records = sorted(p for p in (root / "trials").glob("*.json") if p.stem.isdigit())
+    records = RunDir(root).trial_records()
     if not records:
         raise PredictDataError(f"{root}: no trial records (trials/NNNNN.json); is this a run directory?")
     if outputs is None:
@@ -282,7 +283,7 @@ def run_dataset(run_dir: str | Path, outputs: Sequence[str] | None = None) -> Da
 
 def _run_objectives(root: Path) -> list[str]:
     """The objective names of a run, read from its resolved config."""
-    path = root / "config.json"
+    path = RunDir(root).config_file
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
         return [str(o["name"]) for o in cfg["objectives"]]

@@ -29,6 +29,7 @@ import numpy as np
 from nasmtl.errors import NasmtlError
 from nasmtl.files import write_atomic
 from nasmtl.resources import benchmarks_dir
+from nasmtl.run.rundir import RunDir
 
 SHARED_BENCHMARKS = benchmarks_dir()
 """The read-only benchmark result tables: ``$NASMTL_BENCHMARKS``, else a checkout's ``../shared/benchmarks``."""
@@ -327,33 +328,33 @@ def _read_json(path: Path) -> Any:
 
 def records_from_run(run_dir: str | Path, storage_url: str | None = None) -> list[Record]:
     """Records of a run directory: read from its storage (``run.json``), else from ``trials/*.json``."""
-    d = Path(run_dir)
-    meta = d / "run.json"
+    d = RunDir(Path(run_dir))
+    meta = d.run_file
     if not meta.is_file():
-        raise BankError(f"{d}: not a run directory (no run.json)")
+        raise BankError(f"{d.root}: not a run directory (no {meta.name})")
     info = _read_json(meta)
     url = storage_url or info.get("storage")
-    source = run_source(d)
-    if url is None and (d / "study.journal").is_file():
-        url = str(d / "study.journal")
+    source = run_source(d.root)
+    if url is None and d.journal.is_file():
+        url = str(d.journal)
     if url is not None:
         try:
             return records_from_storage(url, info.get("name"), source)
         except Exception:
-            if not (d / "trials").is_dir():
+            if not d.trials_dir.is_dir():
                 raise
     return _records_from_trial_files(d, source)
 
 
-def _records_from_trial_files(d: Path, source: str) -> list[Record]:
+def _records_from_trial_files(d: RunDir, source: str) -> list[Record]:
     from nasmtl.config import RunConfig
 
-    cfg_file = d / "config.json"
+    cfg_file = d.config_file
     if not cfg_file.is_file():
-        raise BankError(f"{d}: no config.json to read the run's task and objectives from")
+        raise BankError(f"{d.root}: no {cfg_file.name} to read the run's task and objectives from")
     cfg = RunConfig.from_dict(_read_json(cfg_file), str(cfg_file))
     rows = []
-    for f in sorted(p for p in (d / "trials").glob("*.json") if p.stem.isdigit()):
+    for f in d.trial_records():
         rec = _read_json(f)
         if rec.get("state") == "complete" and rec.get("design") and all(n in rec.get("objectives", {})
                                                                         for n in cfg.objective_names):

@@ -26,12 +26,12 @@ import numpy as np
 from nasmtl.files import write_json
 from nasmtl.priors.bank import Bank, BankError, Record, local_bank_path, percentiles, run_source, task_id
 from nasmtl.priors.embedding import decision_options, scores_by_task, similarity
+from nasmtl.run.rundir import RunDir
 
 TOP_FRACTION = 0.05
 MIN_TOP = 5
 FLOOR = 0.2
 TEMPERATURE = 0.2
-PRIORS_FILE = "priors.json"
 
 
 @dataclass
@@ -312,7 +312,7 @@ def apply_priors(run: Any, space: Any, proposer: Any, data: Any = None,
         if not run.study.get_trials(deepcopy=False):
             enqueue_warm_start(run.study, space, priors.warm_start, cfg.search.sampler)
         run.study.set_user_attr("priors", priors.to_json())
-        write_json(run.dir / PRIORS_FILE, priors.to_json())
+        write_json(RunDir(run.dir).priors_file, priors.to_json())
     set_prior(proposer, priors.prior, cfg.search.sampler)
     say(priors.summary())
     return priors

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nasmtl.config import Objective
 from nasmtl.files import fsync_file, read_json, write_json
+from nasmtl.run.rundir import RunDir
 from nasmtl.search.evaluate import Evaluator, TrialFailed, TrialStopped
 from nasmtl.search.hypervolume import hypervolume
 from nasmtl.search.pareto import pareto_indices
@@ -87,7 +88,7 @@ def trial_record(number: int, state: str, values: dict[str, float], reason: str,
         if k in attrs:
             rec[k] = attrs[k]
     if state == "complete":
-        rec["onnx"] = f"trials/{number:05d}.onnx"
+        rec["onnx"] = RunDir.trial_onnx_name(number)
     return rec
 
 
@@ -303,6 +304,11 @@ class Engine:
     _damaged: set[int] = field(default_factory=set, repr=False)
 
     @property
+    def files(self) -> RunDir:
+        """The run directory's layout."""
+        return RunDir(self.run_dir)
+
+    @property
     def names(self) -> list[str]:
         return [o.name for o in self.objectives]
 
@@ -352,7 +358,7 @@ class Engine:
 
     def run(self) -> Summary:
         """Run trials until the budget is reached; Ctrl-C fails the current trial and re-raises."""
-        (self.run_dir / "trials").mkdir(parents=True, exist_ok=True)
+        self.files.trials_dir.mkdir(parents=True, exist_ok=True)
         dead = fail_dead_trials(self.study)
         if dead:
             self._say(f"marked {len(dead)} trial(s) of dead workers failed: {', '.join(map(str, dead))}")
@@ -415,7 +421,7 @@ class Engine:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         trial.set_user_attr("run_dir", str(self.run_dir.resolve()))
-        onnx_path = self.run_dir / "trials" / f"{trial.number:05d}.onnx"
+        onnx_path = self.files.trial_onnx(trial.number)
         beat = _Heartbeat(self.study._storage, trial._trial_id)
         try:
             try:
@@ -560,7 +566,7 @@ class Engine:
         """Write ``trials/NNNNN.json`` and refresh ``pareto/`` (atomic renames; safe for many workers)."""
         rec = trial_record(number, out.state, out.values, out.reason, out.seconds, out.hypervolume,
                            trial.user_attrs, worker_id())
-        write_json(self.run_dir / "trials" / f"{number:05d}.json", rec)
+        write_json(self.files.trial_record(number), rec)
         if out.state == "complete":
             self.refresh_pareto()
 
@@ -585,12 +591,12 @@ class Engine:
                 continue
             if self.shared and t.user_attrs.get("run_dir") != here:
                 continue
-            path = self.run_dir / "trials" / f"{t.number:05d}.json"
+            path = self.files.trial_record(t.number)
             if read_json(path) is None:
                 write_json(path, frozen_record(t, self.names))
                 rewritten.append(t.number)
             if state == "complete":
-                onnx_path = self.run_dir / "trials" / f"{t.number:05d}.onnx"
+                onnx_path = self.files.trial_onnx(t.number)
                 try:
                     onnx.load(str(onnx_path))
                 except FileNotFoundError:
@@ -603,7 +609,7 @@ class Engine:
             self._say(f"rewrote {len(rewritten)} trial record(s) from the storage (missing or cut short): "
                       f"{', '.join(map(str, rewritten))}")
         for number, why in sorted(damaged.items()):
-            self._say(f"trials/{number:05d}.onnx {why}; the trial's figures are kept in the storage; "
+            self._say(f"{RunDir.trial_onnx_name(number)} {why}; the trial's figures are kept in the storage; "
                       f"`nasmtl retrain {self.run_dir} --trial {number}` rebuilds the model")
         return Repair(rewritten, damaged)
 
@@ -611,14 +617,15 @@ class Engine:
         """Point ``pareto/`` at the ONNX files of the current Pareto members and list them in ``pareto.json``
         (``"onnx": null`` for a member whose file is missing or damaged)."""
         members = pareto_trials(self.study.get_trials(deepcopy=False), self.directions)
-        pdir = self.run_dir / "pareto"
+        files = self.files
+        pdir = files.pareto_dir
         pdir.mkdir(exist_ok=True)
         keep = set()
         for t in members:
-            src = self.run_dir / "trials" / f"{t.number:05d}.onnx"
+            src = files.trial_onnx(t.number)
             if not src.exists() or t.number in self._damaged:
                 continue
-            dst = pdir / src.name
+            dst = files.pareto_onnx(t.number)
             keep.add(dst.name)
             if not dst.exists():
                 tmp = pdir / f".{src.name}.{os.getpid()}"
@@ -629,12 +636,13 @@ class Engine:
 
                     shutil.copyfile(src, tmp)
                 os.replace(tmp, dst)
-        for f in pdir.glob("*.onnx"):
+        for f in files.pareto_models():
             if f.name not in keep:
                 f.unlink(missing_ok=True)
-        write_json(self.run_dir / "pareto.json", [
+        write_json(files.pareto_file, [
             {"trial": t.number, "objectives": dict(zip(self.names, t.values)), "design": t.user_attrs.get("design"),
-             "onnx": f"pareto/{t.number:05d}.onnx" if f"{t.number:05d}.onnx" in keep else None} for t in members])
+             "onnx": files.relative(files.pareto_onnx(t.number)) if files.pareto_onnx(t.number).name in keep
+             else None} for t in members])
 
     def _line(self, out: Outcome) -> str:
         trials = self.study.get_trials(deepcopy=False)

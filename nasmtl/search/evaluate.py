@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Protocol, Sequence, Union
 
 from nasmtl.errors import NasmtlError
 from nasmtl.files import write_json
+
+if TYPE_CHECKING:                  # annotations only: importing these here would load torch and the spaces at start-up
+    from nasmtl.arch.ir import Arch
+    from nasmtl.config import RunConfig
+    from nasmtl.data.augment import Augment
+    from nasmtl.data.dataset import MultiTaskDataset, Split
+    from nasmtl.data.tasks import Task
+    from nasmtl.search.fidelity import Schedule
+    from nasmtl.spaces.base import ArchitectureSpace
+    from nasmtl.spaces.cell import CellSpace
+    from nasmtl.spaces.grammar import GrammarSpace
+    from nasmtl.spaces.joint import JointSpace
+    from nasmtl.spaces.quant import QuantPolicy, QuantSpace
+    from nasmtl.train import Budget, TrainConfig, TrainResult
+
+    Space = Union[ArchitectureSpace[object], JointSpace]
+    """What ``ArchEvaluator`` searches: an architecture space (all stages shared) or a joint space."""
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 """``on_epoch(epoch_index, partial_objectives) -> keep_going``."""
@@ -39,7 +58,7 @@ class TrialStopped(Exception):
 class Evaluator(Protocol):
     """Trains and measures one design."""
 
-    def evaluate(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
+    def evaluate(self, design: object, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
         """Objective values by name; raises ``TrialFailed`` or ``TrialStopped``."""
         ...
 
@@ -62,10 +81,10 @@ class ArchEvaluator:
     whole evaluation (training stops at it; a run over it fails with reason ``timeout``).
     """
 
-    space: Any
-    data: Any
+    space: Space
+    data: MultiTaskDataset
     objectives: Sequence[str]
-    train_config: Any
+    train_config: TrainConfig
     seconds: float | None = None
     latency_runs: int = 20
     seed: int = 0
@@ -82,25 +101,25 @@ class ArchEvaluator:
     def __post_init__(self) -> None:
         self._tasks = [t.name for t in self.data.tasks]
 
-    def build(self, design: Any) -> Any:
+    def build(self, design: object) -> Arch:
         """The lowered network of a design (what is trained and exported)."""
         return self._arch(design)
 
-    def static_costs(self, design: Any) -> dict[str, float]:
+    def static_costs(self, design: object) -> dict[str, float]:
         """Params and MACs from the IR, known before training (used for partial results)."""
         from nasmtl.arch import arch_cost
 
         cost = arch_cost(self._arch(design))
         return {"params": float(cost.params), "macs": float(cost.macs)}
 
-    def _arch(self, design: Any) -> Any:
+    def _arch(self, design: object) -> Arch:
         """The network of a design, with im2col-linear-col2im chains lowered to convolutions."""
         from nasmtl.spaces.joint import build_network
 
         heads = {t.name: t.n_outputs for t in self.data.tasks}
         return build_network(self.space, design, tuple(self.data.input_shape), heads, self.head_pool)
 
-    def evaluate(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
+    def evaluate(self, design: object, onnx_path: Path, on_epoch: EpochCallback | None = None) -> dict[str, float]:
         """Train, export with parity check, and measure one design."""
         start = time.perf_counter()
         values = self._measure(design, Path(onnx_path), on_epoch, start)
@@ -114,7 +133,7 @@ class ArchEvaluator:
                                            f"(available: {', '.join(sorted(values))})")
         return values
 
-    def _measure(self, design: Any, onnx_path: Path, on_epoch: EpochCallback | None, start: float) -> dict[str, float]:
+    def _measure(self, design: object, onnx_path: Path, on_epoch: EpochCallback | None, start: float) -> dict[str, float]:
         """Train, export, check parity, quantize (when the design has a policy) and measure."""
         from dataclasses import replace
 
@@ -183,7 +202,7 @@ class ArchEvaluator:
         values.update(self._task_costs(onnx_path))
         return values
 
-    def _file_costs(self, arch: Any, policy: Any, onnx_path: Path) -> dict[str, float]:
+    def _file_costs(self, arch: Arch, policy: QuantPolicy | None, onnx_path: Path) -> dict[str, float]:
         """``bytes`` (and ``latency_ms`` when an objective) of the design's file, known before training.
 
         Weights do not change a file's size or its run time, so the untrained network, exported and
@@ -212,7 +231,7 @@ class ArchEvaluator:
                 out["latency_ms"] = measure_latency(path, runs=self.latency_runs, warmup=3).median_ms
         return {k: out[k] for k in want}
 
-    def _quantized(self, fp32_path: Path, onnx_path: Path, policy: Any, companions: bool = True) -> dict[str, float]:
+    def _quantized(self, fp32_path: Path, onnx_path: Path, policy: QuantPolicy, companions: bool = True) -> dict[str, float]:
         """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``
         (``companions``; skipped for trials stopped below the top rung, which never reach the report)."""
         from nasmtl.quant_eval import baselines, measure_policy
@@ -245,7 +264,7 @@ class ArchEvaluator:
         costs = onnx_task_costs(onnx_path, self._tasks, self.latency_runs if want_latency else 0)
         return {f"{t}.{k}": v for t, vals in costs.items() for k, v in vals.items()}
 
-    def _delta_m(self, design: Any, values: Mapping[str, float], onnx_path: Path, start: float) -> dict[str, float]:
+    def _delta_m(self, design: object, values: Mapping[str, float], onnx_path: Path, start: float) -> dict[str, float]:
         """Δm of the design's primary metrics against the all-shared layout of the same architecture."""
         import tempfile
 
@@ -268,7 +287,7 @@ class ArchEvaluator:
         return {"delta_m": delta_m(values, ref), **{f"ref.{n}": v for n, v in ref.items()}}
 
 
-def _short_of_budget(result: Any, budget: Any, seconds: float) -> bool:
+def _short_of_budget(result: TrainResult, budget: Budget, seconds: float) -> bool:
     """Whether training stopped at the timeout before its own budget was spent."""
     if result.seconds < seconds:
         return False
@@ -290,18 +309,15 @@ def _short(e: BaseException, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
-    """The evaluator of a run config (data set loaded, tasks and objectives checked)."""
+def build_evaluator(cfg: RunConfig, space: Space, data: MultiTaskDataset | None = None) -> ArchEvaluator:
+    """The evaluator of a run config (tasks and objectives checked); ``data``: the run's data set when
+    already loaded (``load_data``), so a search set-up reads it once."""
     from nasmtl.config import ConfigError
-    from nasmtl.data import DataError, load_dataset
     from nasmtl.train import Budget, TrainConfig
     from nasmtl.task_costs import TASK_COSTS
 
-    spec = dict(cfg.data)
-    try:
-        data = load_dataset(spec, cfg.base_dir)
-    except DataError as e:
-        raise ConfigError(f"{cfg.source}: [data]: {e}") from None
+    if data is None:
+        data = load_data(cfg)
     if cfg.tasks is not None:
         unknown = [t for t in cfg.tasks if t not in data.task_names]
         if unknown:
@@ -334,7 +350,7 @@ def build_evaluator(cfg: Any, space: Any) -> ArchEvaluator:
                          schedule(cfg, data).steps if cfg.search.multi_fidelity else None)
 
 
-def config_device(cfg: Any) -> str:
+def config_device(cfg: RunConfig) -> str:
     """The device of ``[train] device`` on this machine; a ``ConfigError`` naming the key when it has none."""
     from nasmtl.config import ConfigError
     from nasmtl.train import DeviceError, resolve_device
@@ -345,7 +361,7 @@ def config_device(cfg: Any) -> str:
         raise ConfigError(f"{cfg.source}: train.device: {e}") from None
 
 
-def schedule(cfg: Any, data: Any) -> Any:
+def schedule(cfg: RunConfig, data: MultiTaskDataset) -> Schedule:
     """The run's successive-halving schedule: rungs below the ``[train]`` budget in steps."""
     from nasmtl.search.fidelity import Schedule
     from nasmtl.train import Budget, budget_steps
@@ -359,7 +375,7 @@ EVAL_BYTES = 1 << 30
 """Float32 activations one evaluation batch may hold (``eval_batch_size``)."""
 
 
-def eval_batch_size(arch: Any, cap: int) -> int:
+def eval_batch_size(arch: Arch, cap: int) -> int:
     """The evaluation batch (at most ``cap``) whose activations stay under ``EVAL_BYTES``.
 
     A design's MACs say little about its activations: im2col routes make token maps of
@@ -370,7 +386,7 @@ def eval_batch_size(arch: Any, cap: int) -> int:
     return max(1, min(cap, EVAL_BYTES // (4 * max(activation_elements(arch), 1))))
 
 
-def _metric_names(task: Any, data: Any) -> set[str] | None:
+def _metric_names(task: Task, data: MultiTaskDataset) -> set[str] | None:
     """The metrics a task reports, read off a tiny evaluation (``None`` if that cannot be done)."""
     import numpy as np
 
@@ -383,24 +399,27 @@ def _metric_names(task: Any, data: Any) -> set[str] | None:
         return None
 
 
-def _select_tasks(data: Any, names: Sequence[str]) -> Any:
+def _select_tasks(data: MultiTaskDataset, names: Sequence[str]) -> MultiTaskDataset:
     """The data set restricted to ``names`` (in that order)."""
     from dataclasses import replace
 
-    def split(s: Any) -> Any:
+    def split(s: Split) -> Split:
         return replace(s, y={n: s.y[n] for n in names})
 
     return replace(data, tasks=tuple(data.task(n) for n in names), train=split(data.train),
                    val=split(data.val), test=split(data.test))
 
 
-def load_space(cfg: Any) -> Any:
+def load_space(cfg: RunConfig, data: MultiTaskDataset | None = None) -> Space:
     """The search space of a run config: the architecture space, or a ``JointSpace`` when the
-    config searches or fixes a layout other than all-shared, fixes the architecture, or quantizes."""
+    config searches or fixes a layout other than all-shared, fixes the architecture, or quantizes.
+    ``data``: the run's data set when already loaded (else it is read here where the space needs it)."""
     from nasmtl.config import ConfigError
 
     s = cfg.space
-    arch_space = _arch_space(cfg)
+    if data is None and s.grammar is not None:
+        data = load_data(cfg)
+    arch_space = _arch_space(cfg, data)
     quant = s.quant if s.quant not in (None, False) else None
     if s.layout == "shared" and quant is None and s.arch is None and s.stages is None:
         return arch_space
@@ -411,9 +430,10 @@ def load_space(cfg: Any) -> Any:
     from nasmtl.spaces.joint import JointSpace, stage_count
     from nasmtl.spaces.layout import LayoutSpace
 
-    data = _dataset(cfg)
+    if data is None:
+        data = load_data(cfg)
     tasks = list(cfg.tasks) if cfg.tasks is not None else list(data.task_names)
-    fixed: dict[str, Any] = {}
+    fixed: dict[str, object] = {}
     try:
         if s.arch is not None:
             fixed["arch"] = arch_space.decode(s.arch)
@@ -447,7 +467,7 @@ def load_space(cfg: Any) -> Any:
     return JointSpace(arch_space, layouts, quant_space, fixed)
 
 
-def _quant_space(cfg: Any, quant: Any, n_groups: int) -> tuple[Any, Any]:
+def _quant_space(cfg: RunConfig, quant: str | bool, n_groups: int) -> tuple[QuantSpace, QuantPolicy | None]:
     """The quantization part of ``[space] quant``: (space, fixed policy or None)."""
     from nasmtl.config import ConfigError
     from nasmtl.spaces.base import SpaceError
@@ -467,19 +487,36 @@ def _quant_space(cfg: Any, quant: Any, n_groups: int) -> tuple[Any, Any]:
         raise ConfigError(f"{cfg.source}: space.quant: {e}") from None
 
 
-def train_augment(cfg: Any) -> Any:
-    """The run's ``[train] augment`` as a batch function (a ``ConfigError`` naming the key when it is wrong)."""
+_EXTRA_AUGMENT: ContextVar[Augment | None] = ContextVar("nasmtl_extra_augment", default=None)
+"""The batch function of ``run_search(augment=...)`` while that search runs (code is not stored in a run)."""
+
+
+@contextmanager
+def extra_augment(fn: Augment | None) -> Iterator[None]:
+    """Within the block, every training made from a run config (trials, final phase) also applies ``fn``."""
+    token = _EXTRA_AUGMENT.set(fn)
+    try:
+        yield
+    finally:
+        _EXTRA_AUGMENT.reset(token)
+
+
+def train_augment(cfg: RunConfig) -> Augment | None:
+    """The run's ``[train] augment`` as a batch function, followed by the one of ``extra_augment`` if any
+    (a ``ConfigError`` naming the key when the table is wrong)."""
     from nasmtl.config import ConfigError
     from nasmtl.data import DataError
-    from nasmtl.data.augment import from_spec
+    from nasmtl.data.augment import chain, from_spec
 
     try:
-        return from_spec(cfg.train.augment)
+        built_in = from_spec(cfg.train.augment)
     except DataError as e:
         raise ConfigError(f"{cfg.source}: {e}") from None
+    return chain(built_in, _EXTRA_AUGMENT.get())
 
 
-def _dataset(cfg: Any) -> Any:
+def load_data(cfg: RunConfig) -> MultiTaskDataset:
+    """The run's data set (``[data]``); a data error is a ``ConfigError`` naming the config."""
     from nasmtl.config import ConfigError
     from nasmtl.data import DataError, load_dataset
 
@@ -489,8 +526,8 @@ def _dataset(cfg: Any) -> Any:
         raise ConfigError(f"{cfg.source}: [data]: {e}") from None
 
 
-def _arch_space(cfg: Any) -> Any:
-    """The grammar or cell space named in ``[space]``."""
+def _arch_space(cfg: RunConfig, data: MultiTaskDataset | None) -> GrammarSpace | CellSpace:
+    """The grammar or cell space named in ``[space]`` (a grammar takes the input shape of ``data``)."""
     from nasmtl.config import ConfigError
 
     s = cfg.space
@@ -500,7 +537,7 @@ def _arch_space(cfg: Any) -> Any:
             raise ConfigError(f"{cfg.source}: space.grammar: no grammar file {s.grammar!r} (looked in {path.parent})")
         from nasmtl.spaces.grammar import GrammarSpace
 
-        input_shape = tuple(_dataset(cfg).input_shape)
+        input_shape = tuple((data if data is not None else load_data(cfg)).input_shape)
         return GrammarSpace.from_file(path, input_shape, max_depth=s.max_depth, max_nodes=s.max_nodes,
                                       max_params=s.max_params, max_macs=s.max_macs)
     path = cfg.resolve(s.cell)

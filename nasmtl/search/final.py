@@ -27,9 +27,8 @@ import numpy as np
 from nasmtl.config import ConfigError, Objective, RunConfig
 from nasmtl.errors import NasmtlError
 from nasmtl.files import fsync_file, write_json
+from nasmtl.run.rundir import RunDir
 from nasmtl.search.baselines import Candidate
-
-FINAL_DIR = "final"
 
 
 class FinalTrainingError(NasmtlError, RuntimeError):
@@ -113,13 +112,14 @@ class FinalRecord:
 def record_name(candidate: Candidate) -> str:
     """``trial-00017`` or ``baseline-two-branch-cnn``."""
     if candidate.kind == "found":
-        return f"trial-{candidate.trial:05d}"
-    return f"baseline-{candidate.name}"
+        return RunDir.found_name(candidate.trial)
+    return RunDir.baseline_name(candidate.name)
 
 
-def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBudget, out_dir: Path,
+def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBudget, files: RunDir,
                 device: str = "cpu", latency_runs: int = 20, order: int = 0) -> FinalRecord:
-    """Train one candidate from scratch at ``budget`` and measure it on the test split (see the module doc)."""
+    """Train one candidate from scratch at ``budget`` and measure it on the test split (see the module doc);
+    its record and model go to ``files.final_dir(budget.tag)``."""
     import nasmtl.onnx as nx
     from nasmtl.arch import to_torch
     from nasmtl.quant_eval import baselines, evaluate_onnx, measure_policy
@@ -133,6 +133,7 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
                      augment=train_augment(cfg))
     tc.eval_batch_size = eval_batch_size(candidate.arch, tc.eval_batch_size)
     name = record_name(candidate)
+    out_dir = files.final_dir(budget.tag)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = to_torch(candidate.arch, seed=cfg.search.seed).to(device)
     result = train(model, data, tc)
@@ -160,13 +161,13 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
         rec = FinalRecord(name=name, kind=candidate.kind, design=candidate.design, budget=asdict(budget),
                           seed=cfg.search.seed, device=device, steps=result.steps,
                           train_seconds=round(result.seconds, 2), test=test, val=val,
-                          onnx=f"{FINAL_DIR}/{budget.tag}/{name}.onnx", parity=float(parity.worst),
+                          onnx=RunDir.final_onnx_name(budget.tag, name), parity=float(parity.worst),
                           trial=candidate.trial, search=candidate.search, variants=variants,
                           policy=str(candidate.policy) if candidate.policy is not None else None,
                           source=candidate.source, order=order)
         fsync_file(shipped)
-        os.replace(shipped, out_dir / f"{name}.onnx")
-        write_json(out_dir / f"{name}.json", asdict(rec))
+        os.replace(shipped, files.final_onnx(budget.tag, name))
+        write_json(files.final_record(budget.tag, name), asdict(rec))
     return rec
 
 
@@ -174,10 +175,7 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
 def load_final(run_dir: Path) -> dict[str, list[FinalRecord]]:
     """Every final record of a run by budget tag (a record that does not read is skipped, never fatal)."""
     out: dict[str, list[FinalRecord]] = {}
-    root = Path(run_dir) / FINAL_DIR
-    if not root.is_dir():
-        return out
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in RunDir.of(run_dir).final_dirs():
         recs = []
         for f in sorted(folder.glob("*.json")):
             try:
@@ -324,7 +322,7 @@ def baseline_rows(records: Sequence[FinalRecord]) -> list[tuple[str, dict[str, f
     for r in records:
         if r.kind != "baseline":
             continue
-        name = r.name[len("baseline-"):]
+        name = RunDir.baseline_of(r.name)
         rows.append((name if r.policy is None else f"{name} ({r.policy})", r.test))
         if "int8" in r.variants and r.policy is None:
             rows.append((f"{name} int8", r.variants["int8"]))
@@ -350,22 +348,27 @@ def verdicts(records: Sequence[FinalRecord], objectives: Sequence[Objective]) ->
 
 def run_final(run_dir: Path, cfg: RunConfig, trials: Sequence[Any], *, with_baselines: bool = True,
               budget: FinalBudget | None = None, device: str | None = None, force: bool = False,
-              progress: Callable[[str], None] | None = None, status: Any = None) -> list[FinalRecord]:
+              progress: Callable[[str], None] | None = None, status: Any = None,
+              space: Any = None, evaluator: Any = None) -> list[FinalRecord]:
     """Train ``trials`` (frozen optuna trials of the run) and the run's baselines at the final budget.
 
     Records that exist for the budget are kept (so an interrupted final phase resumes), unless
     ``force``. Returns the records of this budget, found models first. ``status``: a
     ``nasmtl.progress.Progress`` whose status line shows models done, time left and the last result.
+    ``space`` and ``evaluator``: the run's, when the caller has them built (else built from ``cfg``).
     """
     from nasmtl.search.baselines import baseline_candidates
-    from nasmtl.search.evaluate import build_evaluator, config_device, load_space
+    from nasmtl.search.evaluate import build_evaluator, config_device, load_data, load_space
 
     budget = budget or final_budget(cfg)
-    space = load_space(cfg)
-    evaluator = build_evaluator(cfg, space)
+    if space is None or evaluator is None:
+        data = load_data(cfg)
+        space = load_space(cfg, data)
+        evaluator = build_evaluator(cfg, space, data)
     data = evaluator.data
     device = device or config_device(cfg)
-    out_dir = Path(run_dir) / FINAL_DIR / budget.tag
+    files = RunDir.of(run_dir)
+    out_dir = files.final_dir(budget.tag)
     cands = [found_candidate(space, evaluator.build, cfg, t) for t in trials]
     if with_baselines:
         cands += baseline_candidates(cfg.search.baselines, data, space, evaluator.build, cfg.resolve, cfg.space.head,
@@ -375,15 +378,15 @@ def run_final(run_dir: Path, cfg: RunConfig, trials: Sequence[Any], *, with_base
     if status is not None:
         status.update(0, total=len(cands))
     for i, c in enumerate(cands, 1):
-        path = out_dir / f"{record_name(c)}.json"
-        if path.is_file() and (out_dir / f"{record_name(c)}.onnx").is_file() and not force:
+        path = files.final_record(budget.tag, record_name(c))
+        if path.is_file() and files.final_onnx(budget.tag, record_name(c)).is_file() and not force:
             records.append(FinalRecord.from_json(json.loads(path.read_text(encoding="utf-8"))))
             say(f"final {i}/{len(cands)} {record_name(c)}: kept (already trained at {budget.describe()})")
             continue
         t0 = time.perf_counter()
         say(f"final {i}/{len(cands)} {record_name(c)}: training from scratch, {budget.describe()}, on {device}")
         try:
-            rec = train_final(c, data, cfg, budget, out_dir, device, cfg.search.latency_runs, i)
+            rec = train_final(c, data, cfg, budget, files, device, cfg.search.latency_runs, i)
         except KeyboardInterrupt:
             raise
         except Exception as e:

@@ -28,8 +28,8 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from nasmtl.config import ConfigError
+from nasmtl.run.rundir import TORN_SUFFIX, RunDir
 
-JOURNAL_NAME = "study.journal"
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
 MAX_RETRY = 2
@@ -57,7 +57,7 @@ def open_storage(url: str | None, run_dir: Path | None = None, *, heartbeat: int
     if url is None:
         if run_dir is None:
             raise StorageError("no storage URL and no run directory to keep a journal file in")
-        return _journal(Path(run_dir) / JOURNAL_NAME)
+        return _journal(RunDir(Path(run_dir)).journal)
     if is_rdb_url(url):
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://"):]
@@ -112,7 +112,7 @@ def _journal(path: Path) -> JournalStorage:
 
 def cut_name(path: Path) -> str:
     """Prefix of the side files that hold a journal's torn tails (``study.journal.torn-``)."""
-    return f"{path.name}.torn-"
+    return f"{path.name}{TORN_SUFFIX}"
 
 
 def repair_journal_tail(path: Path) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from nasmtl.run.build import run_engine, stderr_line
+from nasmtl.run.lifecycle import join_run
 from nasmtl.search.engine import Summary
-from nasmtl.search.run import join_run, run_engine, stderr_line
 
 
 def run_worker(name: str, storage_url: str, runs_root: Path = Path("runs"), trials: int | None = None,
