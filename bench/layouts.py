@@ -27,8 +27,8 @@ import torch
 from nasmtl.arch.ir import Arch, ArchBuilder
 from nasmtl.arch.registry import Shape
 from nasmtl.config import Objective
+from nasmtl.data.delta_m import delta_m
 from nasmtl.data.multimnist import multimnist
-from nasmtl.mtl_metrics import delta_m
 from nasmtl.search.engine import Engine, SearchBudget
 from nasmtl.search.evaluate import ArchEvaluator
 from nasmtl.search.pareto import pareto_indices

@@ -114,7 +114,7 @@ def part_transfer(repeats: int, n: int = 1000) -> None:
 
 def part_speed() -> None:
     from nasmtl.arch.torch_build import to_torch
-    from nasmtl.benchmarks import load_table
+    from nasmtl.nasbench import load_table
     from nasmtl.onnx import export_onnx
     from nasmtl.predict.encoding import feature_vector
     from nasmtl.predict.model import load_predictor, save_predictor
@@ -171,7 +171,7 @@ def queries_to_target(tab, sampler: str, seed: int, budget: int, tol: float, dat
     The same protocol as ``run_benchmark`` (the runner's strategy factories, one table lookup per
     query, regret against the table best), cut short once the target is reached.
     """
-    from nasmtl.benchmarks.runner import strategy_factory
+    from nasmtl.nasbench.runner import strategy_factory
 
     strat = strategy_factory(sampler)(tab.space, ["maximize"], seed)
     col = tab.column(dataset, "val_acc")
@@ -189,9 +189,9 @@ def queries_to_target(tab, sampler: str, seed: int, budget: int, tol: float, dat
 def register_variants() -> None:
     """Bench-only strategies: the predictor sampler forced to the one-hot encoding, with UCB, skipping
     candidates predicted dominated, and the transferred source alone (no refits on the run's results)."""
-    from nasmtl.benchmarks.runner import register_strategy
+    from nasmtl.nasbench.runner import register_strategy
     from nasmtl.predict.strategy import ChoiceOneHot, PredictorStrategy
-    from nasmtl.predict.transfer import nb201_imagenet16_source
+    from nasmtl.predict.source import nb201_imagenet16_source
 
     register_strategy("predictor-onehot", lambda s, d, seed: PredictorStrategy(
         s, list(d), seed=seed, featurizer=ChoiceOneHot(s), encoding="choices one-hot"))
@@ -210,11 +210,11 @@ def register_variants() -> None:
 def register_small_source(cells: int) -> list[str]:
     """``predictor-from-imagenet16-N`` and ``imagenet16-N-source-only``: a weaker source, trained here on
     ``cells`` distinct cells' ImageNet16-120 val_acc (no CIFAR-10 data); returns the two names."""
-    from nasmtl.benchmarks import load_table
-    from nasmtl.benchmarks.runner import register_strategy
+    from nasmtl.nasbench import load_table
+    from nasmtl.nasbench.runner import register_strategy
     from nasmtl.predict.strategy import PredictorStrategy, default_featurizer
-    from nasmtl.predict.train import group_split
-    from nasmtl.predict.transfer import SourceScorer
+    from nasmtl.predict.fit import group_split
+    from nasmtl.predict.source import SourceScorer
 
     data = nb201_dataset(cached_only=True, datasets=("imagenet",))
     train, _ = group_split(data.groups, cells, 0)
@@ -232,11 +232,11 @@ SKIPPERS: list = []
 
 
 def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: float, source_cells: int = 0) -> None:
-    from nasmtl.benchmarks import load_table
+    from nasmtl.nasbench import load_table
     from nasmtl.predict.strategy import default_featurizer
 
     from nasmtl.predict.model import load_predictor
-    from nasmtl.predict.transfer import NB201_IMAGENET16
+    from nasmtl.predict.source import NB201_IMAGENET16
 
     tab = load_table("nb201")
     register_variants()
@@ -265,8 +265,8 @@ def part_search(samplers: list[str], seeds: int, budgets: dict[str, int], tol: f
 
 
 def part_mo(seeds: int, pred_budget: int, tpe_budget: int) -> None:
-    from nasmtl.benchmarks import load_table
-    from nasmtl.benchmarks.runner import run_benchmark
+    from nasmtl.nasbench import load_table
+    from nasmtl.nasbench.runner import run_benchmark
 
     tab = load_table("nb201")
     register_variants()

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from nasmtl.benchmarks.runner import strategy_factory
+from nasmtl.nasbench.runner import strategy_factory
 from nasmtl.priors.bank import Record, percentiles, records_from_table, records_from_transnas
 from nasmtl.priors.embedding import anchor_embedding, choose_anchors, rank_correlation, scores_by_task, similarity
 from nasmtl.priors.transfer import Priors, transfer, with_priors
@@ -43,7 +43,7 @@ def load(name: str) -> tuple[Any, list[Record]]:
         from nasmtl.priors.tables import transnas_table
 
         return transnas_table(), records_from_transnas()
-    from nasmtl.benchmarks.table import load_table
+    from nasmtl.nasbench.table import load_table
 
     tab = load_table(name)
     return tab, records_from_table(tab)

@@ -47,7 +47,7 @@ from nasmtl.arch.ir import HEAD_POOLS, Arch
 from nasmtl.data import MultiTaskDataset, multimnist
 from nasmtl.examples import two_branch_cnn
 from nasmtl.onnx import check_parity, compact_onnx, export_onnx, measure_latency
-from nasmtl.quant_eval import QuantApplied, apply_policy, evaluate_onnx, mean_primary
+from nasmtl.onnx.policy import QuantApplied, apply_policy, evaluate_onnx, mean_primary
 from nasmtl.spaces.grammar import GrammarSpace
 from nasmtl.spaces.grammar_reader import load_grammar
 from nasmtl.spaces.joint import Design, JointSpace, joint_from_parts

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from nasmtl.benchmarks.runner import run_benchmark
-from nasmtl.benchmarks.table import load_table
+from nasmtl.nasbench.runner import run_benchmark
+from nasmtl.nasbench.table import load_table
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ class ConfigError(NasmtlError, ValueError):
 
 
 STATIC_OBJECTIVES = ("latency_ms", "bytes", "macs", "params", "delta_m")
-"""Objectives measured on the exported model, and Δm (``nasmtl.mtl_metrics``); the others are ``task.metric``
+"""Objectives measured on the exported model, and Δm (``nasmtl.data.delta_m``); the others are ``task.metric``
 names (or ``task.params``/``task.macs``/``task.bytes``/``task.latency_ms``: the cost of one task's path)."""
 
 from nasmtl.arch.ir import HEAD_POOLS

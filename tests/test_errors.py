@@ -46,7 +46,7 @@ def test_built_in_bases_are_kept():
 
 
 @pytest.mark.parametrize("cls_path", ["nasmtl.priors.bank:BankError", "nasmtl.predict.model:PredictorError",
-                                      "nasmtl.benchmarks.table:BenchmarkError"])
+                                      "nasmtl.nasbench.table:BenchmarkError"])
 def test_cli_reports_any_nasmtl_error_as_one_line(cls_path, monkeypatch, capsys):
     mod, name = cls_path.split(":")
     cls = getattr(importlib.import_module(mod), name)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-PACKAGES = ["arch", "spaces", "onnx", "predict", "benchmarks", "priors"]
+PACKAGES = ["arch", "spaces", "onnx", "predict", "nasbench", "priors"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -4,7 +4,7 @@ Nodes are grouped into *sections* read off the graph: nodes of stage copies (``s
 names from ``nasmtl.arch.compose``) by stage and by the tasks they feed, the nodes after the last
 stage as the heads of their task; in a network without stage names, by the set of tasks each node
 feeds (all tasks: the shared trunk). A section's quantization group is its stage (heads: the last
-group; no stages: group 0), as ``nasmtl.quant_eval`` reads it off the ONNX node names.
+group; no stages: group 0), as ``nasmtl.onnx.policy`` reads it off the ONNX node names.
 
 The picture is a layered top-to-bottom layout computed from the DAG (``nx.topological_generations``),
 each task a column and each task group centred over its tasks' columns, drawn with matplotlib in

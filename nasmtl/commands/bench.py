@@ -23,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nasmtl.benchmarks import BenchmarkError, BenchmarkUnavailable
-    from nasmtl.benchmarks.runner import run_benchmark
+    from nasmtl.nasbench import BenchmarkError, BenchmarkUnavailable
+    from nasmtl.nasbench.runner import run_benchmark
     from nasmtl.errors import CommandError
     from nasmtl.progress import Progress
 

@@ -1,4 +1,7 @@
-"""ONNX hand-off: export with parity check, graph costs, onnxruntime sessions and latency, quantization."""
+"""ONNX hand-off: export with parity check, graph costs, onnxruntime sessions and latency, quantization.
+
+``policy`` (a quantization policy applied and measured) and ``task_costs`` (each task's path) are imported from
+their modules."""
 
 from nasmtl.onnx.export import ExportResult, ParityResult, check_parity, export_onnx
 from nasmtl.onnx.graph import (GraphStats, OnnxError, ParityError, PathLike, as_model, compact_onnx, compacted,

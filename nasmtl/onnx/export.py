@@ -18,7 +18,8 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from nasmtl.onnx.graph import OnnxError, ParityError, PathLike, _short, load_onnx
+from nasmtl.errors import typed_line
+from nasmtl.onnx.graph import OnnxError, ParityError, PathLike, load_onnx
 from nasmtl.onnx.metadata import MetaValue, write_metadata
 from nasmtl.onnx.runtime import run_onnx, session
 
@@ -81,7 +82,8 @@ def export_onnx(
         try:
             trial = model(x)
         except Exception as exc:
-            raise OnnxError(f"{path}: model forward failed on input of shape {tuple(x.shape)} ({_short(exc)})") from exc
+            raise OnnxError(f"{path}: model forward failed on input of shape {tuple(x.shape)} "
+                            f"({typed_line(exc)})") from exc
     if not isinstance(trial, dict) or not trial:
         raise OnnxError(
             f"{path}: model must return a non-empty dict of task name -> tensor, got {type(trial).__name__}"
@@ -102,11 +104,11 @@ def export_onnx(
     except OnnxError:
         raise
     except Exception as exc:
-        raise OnnxError(f"{path}: {exporter} export failed ({_short(exc)})") from exc
+        raise OnnxError(f"{path}: {exporter} export failed ({typed_line(exc)})") from exc
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise OnnxError(f"{path}: exported model fails the ONNX checker ({_short(exc)})") from None
+        raise OnnxError(f"{path}: exported model fails the ONNX checker ({typed_line(exc)})") from None
     if metadata:
         write_metadata(path, metadata)
     return ExportResult(path=path, seconds=time.perf_counter() - t0, exporter=exporter)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from nasmtl.errors import NasmtlError
+from nasmtl.errors import NasmtlError, typed_line
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -40,7 +40,7 @@ def load_onnx(path: PathLike) -> onnx.ModelProto:
     try:
         model = onnx.load(str(p))
     except Exception as exc:  # protobuf DecodeError, external-data errors, ...
-        raise OnnxError(f"{p}: not a valid ONNX model ({_short(exc)})") from None
+        raise OnnxError(f"{p}: not a valid ONNX model ({typed_line(exc)})") from None
     _validate(model, str(p))
     return model
 
@@ -54,15 +54,7 @@ def _validate(model: onnx.ModelProto, where: str) -> None:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise OnnxError(f"{where}: not a valid ONNX model ({_short(exc)})") from None
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    """First line of an exception message, bounded, with its type."""
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    msg = msg if len(msg) <= limit else msg[:limit] + "..."
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+        raise OnnxError(f"{where}: not a valid ONNX model ({typed_line(exc)})") from None
 
 
 def as_model(path_or_model: PathLike | onnx.ModelProto | bytes) -> tuple[onnx.ModelProto, str]:
@@ -73,7 +65,7 @@ def as_model(path_or_model: PathLike | onnx.ModelProto | bytes) -> tuple[onnx.Mo
         try:
             model = onnx.load_from_string(bytes(path_or_model))
         except Exception as exc:
-            raise OnnxError(f"<bytes>: not a valid ONNX model ({_short(exc)})") from None
+            raise OnnxError(f"<bytes>: not a valid ONNX model ({typed_line(exc)})") from None
         _validate(model, "<bytes>")
         return model, "<bytes>"
     return load_onnx(path_or_model), str(path_or_model)
@@ -138,7 +130,7 @@ def graph_stats(path_or_model: PathLike | onnx.ModelProto | bytes) -> GraphStats
         size = Path(path_or_model).stat().st_size
     graph = model.graph
     return GraphStats(
-        params=_count_params(graph),
+        params=count_params(graph),
         macs=_count_macs(model, where),
         bytes=shipped_bytes(model),
         file_bytes=int(size),
@@ -202,7 +194,7 @@ def compact_onnx(src: PathLike, dst: PathLike) -> int:
     return len(data)
 
 
-def _count_params(graph: onnx.GraphProto) -> int:
+def count_params(graph: onnx.GraphProto) -> int:
     """Elements of weight initializers and non-scalar Constant tensors; quantization scales/zero points excluded."""
     tensors: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
     for node in graph.node:
@@ -259,7 +251,7 @@ def _fixed_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Tensor name -> static shape (None for unknown dims) after shape inference at batch 1."""
     fixed = _fixed_batch(model)
     try:
@@ -324,7 +316,7 @@ def _needs_symbolic(model: onnx.ModelProto, shapes: dict[str, list[int | None]])
     return False
 
 
-def _numel(shape: list[int | None] | None) -> int | None:
+def numel(shape: list[int | None] | None) -> int | None:
     """Product of dims, None if any is unknown."""
     if shape is None or any(d is None for d in shape):
         return None
@@ -335,15 +327,15 @@ def _count_macs(model: onnx.ModelProto, where: str) -> int:
     """Multiply-accumulates of Conv/Gemm/MatMul-like nodes (and quantized variants) at batch 1."""
     if not any(n.op_type in _MAC_OPS for n in model.graph.node):
         return 0
-    shapes = _shapes(model)
+    shapes = tensor_shapes(model)
     total = 0
     for node in model.graph.node:
         if node.op_type in _MAC_OPS:
-            total += _node_macs(node, shapes)
+            total += node_macs(node, shapes)
     return total
 
 
-def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:
+def node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int:
     """MACs of one node; 0 where shapes stay unknown."""
     op = node.op_type
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -351,15 +343,15 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int
     def shape(i: int) -> list[int | None] | None:
         return shapes.get(node.input[i]) if len(node.input) > i and node.input[i] else None
 
-    out_numel = _numel(shapes.get(node.output[0]))
+    out_numel = numel(shapes.get(node.output[0]))
     if op in ("Conv", "ConvInteger", "QLinearConv"):
         w = shape(3 if op == "QLinearConv" else 1)
-        per_out = _numel(w[1:]) if w else None
+        per_out = numel(w[1:]) if w else None
         return out_numel * per_out if out_numel is not None and per_out is not None else 0
     if op == "ConvTranspose":
         x, w = shape(0), shape(1)
-        in_numel = _numel(x)
-        per_in = _numel(w[1:]) if w else None
+        in_numel = numel(x)
+        per_in = numel(w[1:]) if w else None
         return in_numel * per_in if in_numel is not None and per_in is not None else 0
     if op in ("Gemm", "QGemm"):
         a = shape(0)
@@ -370,7 +362,7 @@ def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int | None]]) -> int
     if op == "MatMulNBits":
         a = shape(0)
         k, n = int(attrs.get("K", 0)), int(attrs.get("N", 0))
-        rows = _numel(a[:-1]) if a else None
+        rows = numel(a[:-1]) if a else None
         return (rows if rows is not None else 1) * k * n
     a = shape(0)
     if a is None or out_numel is None or not a:

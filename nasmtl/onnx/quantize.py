@@ -23,8 +23,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from nasmtl.errors import typed_line
 from nasmtl.files import write_atomic
-from nasmtl.onnx.graph import OnnxError, PathLike, _short, load_onnx
+from nasmtl.onnx.graph import OnnxError, PathLike, load_onnx
 from nasmtl.onnx.runtime import run_onnx, session
 
 Precision = Literal["fp32", "int8_static", "int8_dynamic", "int4_weight"]
@@ -416,7 +417,7 @@ def quantize(
                 _smoke(nxt, x_test)
             except Exception as exc:
                 for name in nodes:
-                    skipped[name] = f"{prec} pass failed ({_short(exc)})"
+                    skipped[name] = f"{prec} pass failed ({typed_line(exc)})"
                 continue
             result = onnx.load(str(nxt))
             for name in nodes:
@@ -433,7 +434,7 @@ def quantize(
         try:
             _smoke(current, x_test)
         except Exception as exc:
-            raise OnnxError(f"{out_path}: quantized model does not run ({_short(exc)})") from None
+            raise OnnxError(f"{out_path}: quantized model does not run ({typed_line(exc)})") from None
         out_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out_path, current.read_bytes())
     return QuantResult(

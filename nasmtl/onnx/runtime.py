@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from nasmtl.onnx.graph import OnnxError, PathLike, _short, load_onnx
+from nasmtl.errors import typed_line
+from nasmtl.onnx.graph import OnnxError, PathLike, load_onnx
 
 SessionSource = PathLike | bytes | onnx.ModelProto
 
@@ -60,7 +61,7 @@ def session(path_or_bytes: SessionSource, threads: int = 1) -> ort.InferenceSess
     except Exception as exc:
         if isinstance(source, str):
             load_onnx(source)
-        raise OnnxError(f"{where}: onnxruntime cannot load the model ({_short(exc)})") from None
+        raise OnnxError(f"{where}: onnxruntime cannot load the model ({typed_line(exc)})") from None
 
 
 def _as_session(path_or_session: SessionSource | ort.InferenceSession, threads: int = 1) -> ort.InferenceSession:
@@ -102,7 +103,7 @@ def run_onnx(
             outs = sess.run(names, {in_name: xb})
         except Exception as exc:
             raise OnnxError(
-                f"{_where(sess)}: onnxruntime run failed on input of shape {xb.shape} ({_short(exc)})"
+                f"{_where(sess)}: onnxruntime run failed on input of shape {xb.shape} ({typed_line(exc)})"
             ) from None
         for n, o in zip(names, outs, strict=True):
             chunks[n].append(o)
@@ -157,7 +158,8 @@ def measure_latency(
             sess.run(names, feed)
             times[i] = time.perf_counter() - t0
     except Exception as exc:
-        raise OnnxError(f"{_where(sess)}: onnxruntime run failed on input of shape {x.shape} ({_short(exc)})") from None
+        raise OnnxError(f"{_where(sess)}: onnxruntime run failed on input of shape {x.shape} "
+                        f"({typed_line(exc)})") from None
     return Latency(
         median_ms=float(np.median(times) * 1e3),
         p90_ms=float(np.percentile(times, 90) * 1e3),

@@ -16,8 +16,8 @@ _LAZY = {
     "predict_torch": "model", "rank_metrics": "model", "save_predictor": "model",
     "PROXIES": "proxies", "zero_cost_proxies": "proxies",
     "ChoiceOneHot": "strategy", "PredictorStrategy": "strategy", "default_featurizer": "strategy",
-    "group_split": "train",
-    "NB201_IMAGENET16": "transfer", "SourceScorer": "transfer", "nb201_imagenet16_source": "transfer",
+    "group_split": "fit",
+    "NB201_IMAGENET16": "source", "SourceScorer": "source", "nb201_imagenet16_source": "source",
 }
 
 __all__ = ["ENCODING_VERSION", "FEATURE_NAMES", "N_FEATURES", "Encoding", "describe", "encode", "feature_vector",

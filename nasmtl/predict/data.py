@@ -163,7 +163,7 @@ def nb201_dataset(n: int | None = None, seed: int = 0, metric: str = "val_acc",
     ``n`` cells are drawn without replacement under ``seed`` (all when None); ``cached_only``
     keeps just the cells whose encoding is already cached (no building).
     """
-    from nasmtl.benchmarks import load_table
+    from nasmtl.nasbench import load_table
 
     tab = load_table("nb201")
     rng = np.random.default_rng(seed)
@@ -187,7 +187,7 @@ def nb201_dataset(n: int | None = None, seed: int = 0, metric: str = "val_acc",
 
 def build_nb201_cache(limit: int | None = None, seed: int = 0, log_every: int = 250) -> FeatureCache:
     """Encode NAS-Bench-201 cells (distinct canonical cells, seeded order) into the cache."""
-    from nasmtl.benchmarks import load_table
+    from nasmtl.nasbench import load_table
 
     tab = load_table("nb201")
     cache = FeatureCache.open(nb201_cache_path())

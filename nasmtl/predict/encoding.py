@@ -30,7 +30,7 @@ import networkx as nx
 import numpy as np
 import onnx
 
-from nasmtl.onnx.graph import PathLike, _count_params, _node_macs, _numel, _shapes, as_model
+from nasmtl.onnx.graph import PathLike, as_model, count_params, node_macs, numel, tensor_shapes
 
 ENCODING_VERSION = "onnx-graph-1"
 """Version of the graph, feature and text encodings; bumped whenever one changes meaning."""
@@ -122,7 +122,7 @@ def to_graph(model: PathLike | onnx.ModelProto | bytes) -> nx.DiGraph:
     """
     m, _ = as_model(model)
     graph = m.graph
-    shapes = _shapes(m) if len(graph.node) else {}
+    shapes = tensor_shapes(m) if len(graph.node) else {}
     inits = {t.name: t for t in graph.initializer}
     g = nx.DiGraph()
     producer: dict[str, str] = {}
@@ -157,7 +157,7 @@ def to_graph(model: PathLike | onnx.ModelProto | bytes) -> nx.DiGraph:
                 trans = node.op_type == "Gemm" and _attr(node, "transB", 0)
                 cin, cout = (w[-1], w[-2]) if trans else (w[-2], w[-1])
         weights = sum(int(np.prod(inits[n].dims, dtype=np.int64)) for n in node.input if n in inits)
-        macs = _node_macs(node, shapes) if node.output else 0
+        macs = node_macs(node, shapes) if node.output else 0
         out_shape = _shape_tuple(shapes.get(node.output[0])) if node.output else None
         g.add_node(nid, op=op, index=i, shape=out_shape, name=node.name, macs=int(macs), params=weights,
                    kernel=kernel, stride=stride, group=group, cin=cin, cout=cout)
@@ -173,7 +173,7 @@ def to_graph(model: PathLike | onnx.ModelProto | bytes) -> nx.DiGraph:
                    name=vi.name, macs=0, params=0, kernel=None, stride=None, group=None, cin=None, cout=None)
         if vi.name in producer:
             g.add_edge(producer[vi.name], nid)
-    g.graph["params"] = _count_params(graph)
+    g.graph["params"] = count_params(graph)
     g.graph["macs"] = int(sum(d["macs"] for _, d in g.nodes(data=True)))
     g.graph["bytes"] = int(m.ByteSize())
     return g
@@ -245,7 +245,7 @@ def graph_features(g: nx.DiGraph) -> np.ndarray:
     }
     for k, v in graph_vals.items():
         f[col[f"graph:{k}"]] = v
-    acts = [_numel(list(d["shape"])) for _, d in g.nodes(data=True) if d["shape"] is not None]
+    acts = [numel(list(d["shape"])) for _, d in g.nodes(data=True) if d["shape"] is not None]
     acts = [a for a in acts if a is not None]
     convs = [d for _, d in g.nodes(data=True) if d["op"] in _CONV_OPS]
     chans = [float(c) for _, d in g.nodes(data=True) for c in (d["cin"], d["cout"]) if c]

@@ -12,7 +12,7 @@ them and returns the one with the best acquisition:
 * two or three: hypervolume improvement, over the observed front, of the optimistic point
   mean + ``kappa`` * std (objectives scaled by the observed range).
 
-With a transferred ``source`` (``nasmtl.predict.transfer``: a predictor of the objective on
+With a transferred ``source`` (``nasmtl.predict.source``: a predictor of the objective on
 another task), the ``n_init`` first designs are the source's best-scored of ``source_pool`` random
 draws, candidate pools add those draws, and the ensemble learns the residual of the rank-normal
 targets over the source's rank-normal score scaled by its fitted slope (the source as prior mean).
@@ -89,7 +89,7 @@ def _nb201_onnx_rows() -> dict[str, np.ndarray] | None:
     cache = FeatureCache.open(nb201_cache_path())
     if len(cache) == 0:
         return None
-    from nasmtl.benchmarks import load_table
+    from nasmtl.nasbench import load_table
 
     tab = load_table("nb201")
     needed = {tab.space.encode(tab.design_of(k)) for k in tab.keys}

@@ -381,7 +381,7 @@ def shared_file(name: str, folder: str | Path | None = None) -> Path:
 
 def records_from_table(table: Any, datasets: Sequence[str] | None = None, metric: str = "val_acc") -> list[Record]:
     """Records of a benchmark table (``load_table`` name or ``Table``): task ``TABLE/DATASET``, score = ``metric``."""
-    from nasmtl.benchmarks import load_table
+    from nasmtl.nasbench import load_table
 
     tab = load_table(table) if isinstance(table, str) else table
     sp = tab.space

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from nasmtl.benchmarks.table import Table
+from nasmtl.nasbench.table import Table
 from nasmtl.priors.bank import TRANSNAS_OPS, read_transnas, transnas_choices
 from nasmtl.spaces.base import Prior, SpaceError, weighted_choice
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from nasmtl.errors import first_line
 from nasmtl.files import write_json
 from nasmtl.priors.bank import Bank, BankError, Record, local_bank_path, percentiles, run_source, task_id
 from nasmtl.priors.embedding import decision_options, scores_by_task, similarity
@@ -351,7 +352,7 @@ def bank_after_run(run: Any, evaluator: Any = None, progress: Callable[[str], No
             bank.set_embedding(task_id(run.config), "probe", probe_embedding(data, run.config.tasks).tolist())
         bank.save(path)
     except Exception as e:
-        say(f"bank: {path} not updated ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        say(f"bank: {path} not updated ({type(e).__name__}: {first_line(e, None, empty='')})")
         return None
     say(f"bank: {n} record(s) of this run in {path}")
     return path

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nasmtl.config import ConfigError
+from nasmtl.errors import first_line
 
 AUTO_IMAGE = ("two-branch-cnn", "grammars/baselines/resnet.txt", "grammars/baselines/vit.txt",
               "grammars/baselines/mixer.txt")
@@ -144,8 +145,7 @@ def baseline_candidates(entries: Sequence[str], data: Any, space: Any, build: Ca
                 raise ConfigError(f"{where}: {e}") from None
         except Exception as e:
             if not optional:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise ConfigError(f"{where}: does not build for data {data.name!r}: {first}") from None
+                raise ConfigError(f"{where}: does not build for data {data.name!r}: {first_line(e, None)}") from None
     names = [c.name for c in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

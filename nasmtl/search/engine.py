@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nasmtl.config import Objective
+from nasmtl.errors import first_line
 from nasmtl.files import fsync_file, read_json, write_json
 from nasmtl.run.rundir import RunDir
 from nasmtl.search.evaluate import Evaluator, TrialFailed, TrialStopped
@@ -459,7 +460,7 @@ class Engine:
                 raise
             except Exception as e:
                 onnx_path.unlink(missing_ok=True)
-                return self._fail(trial, "error", f"{type(e).__name__}: {_first_line(e)}", t0)
+                return self._fail(trial, "error", f"{type(e).__name__}: {first_line(e, 300, more='')}", t0)
             if onnx_path.exists():
                 fsync_file(onnx_path)      # on disk before the storage says the trial is complete
             return self._finish(trial, "complete", values, t0)
@@ -602,7 +603,7 @@ class Engine:
                 except FileNotFoundError:
                     damaged[t.number] = "missing"
                 except Exception as e:
-                    damaged[t.number] = f"does not load: {_first_line(e)[:120]}"
+                    damaged[t.number] = f"does not load: {first_line(e, 120, more='')}"
         self._damaged = set(damaged)
         self.refresh_pareto()
         if rewritten:
@@ -672,9 +673,4 @@ def _set_constraints(trial: optuna.Trial, named: dict[str, float]) -> None:
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3g}"
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return (s.splitlines()[0] if s else type(e).__name__)[:300]
 

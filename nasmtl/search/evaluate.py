@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Protocol, Sequence, Union
 
-from nasmtl.errors import NasmtlError
+from nasmtl.errors import NasmtlError, first_line
 from nasmtl.files import write_json
 
 if TYPE_CHECKING:                  # annotations only: importing these here would load torch and the spaces at start-up
@@ -177,7 +177,7 @@ class ArchEvaluator:
             raise TrialFailed("out of memory", "out of memory while training") from None
         except RuntimeError as e:
             if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
-                raise TrialFailed("out of memory", f"out of memory while training: {_short(e)}") from None
+                raise TrialFailed("out of memory", f"out of memory while training: {first_line(e)}") from None
             raise
         if stopped and self.rung_steps is None:
             raise TrialStopped(*stopped[-1])
@@ -220,7 +220,7 @@ class ArchEvaluator:
             path = Path(tmp) / "m.onnx"
             export_onnx(to_torch(arch, seed=self.seed), tuple(self.data.input_shape), path, self._tasks)
             if policy is not None:
-                from nasmtl.quant_eval import apply_policy
+                from nasmtl.onnx.policy import apply_policy
 
                 q = Path(tmp) / "m.q.onnx"
                 apply_policy(path, q, policy, self.data.train.x[: self.calibration_samples],
@@ -234,7 +234,7 @@ class ArchEvaluator:
     def _quantized(self, fp32_path: Path, onnx_path: Path, policy: QuantPolicy, companions: bool = True) -> dict[str, float]:
         """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``
         (``companions``; skipped for trials stopped below the top rung, which never reach the report)."""
-        from nasmtl.quant_eval import baselines, measure_policy
+        from nasmtl.onnx.policy import baselines, measure_policy
 
         calib = self.data.train.x[: self.calibration_samples]
         try:
@@ -244,7 +244,7 @@ class ArchEvaluator:
                 if companions else {}
         except Exception as e:
             raise TrialFailed("quantization", f"policy {policy} could not be applied or measured: "
-                                              f"{_short(e)}") from None
+                                              f"{first_line(e)}") from None
         values = dict(m.values)
         for name, vals in base.items():
             values.update({f"{name}.{k}": float(v) for k, v in vals.items()})
@@ -258,7 +258,7 @@ class ArchEvaluator:
 
     def _task_costs(self, onnx_path: Path) -> dict[str, float]:
         """``task.params``/``task.macs``/``task.bytes`` (and ``task.latency_ms`` when asked) of each task's path."""
-        from nasmtl.task_costs import onnx_task_costs
+        from nasmtl.onnx.task_costs import onnx_task_costs
 
         want_latency = any(o == f"{t}.latency_ms" for o in self.objectives for t in self._tasks)
         costs = onnx_task_costs(onnx_path, self._tasks, self.latency_runs if want_latency else 0)
@@ -268,7 +268,7 @@ class ArchEvaluator:
         """Δm of the design's primary metrics against the all-shared layout of the same architecture."""
         import tempfile
 
-        from nasmtl.mtl_metrics import delta_m
+        from nasmtl.data.delta_m import delta_m
         from nasmtl.spaces.joint import Design
 
         names = [f"{t.name}.{t.primary_metric}" for t in self.data.tasks]
@@ -304,17 +304,12 @@ def _flatten(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
             if isinstance(v, (int, float)) and math.isfinite(float(v))}
 
 
-def _short(e: BaseException, limit: int = 200) -> str:
-    s = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
 def build_evaluator(cfg: RunConfig, space: Space, data: MultiTaskDataset | None = None) -> ArchEvaluator:
     """The evaluator of a run config (tasks and objectives checked); ``data``: the run's data set when
     already loaded (``load_data``), so a search set-up reads it once."""
     from nasmtl.config import ConfigError
     from nasmtl.train import Budget, TrainConfig
-    from nasmtl.task_costs import TASK_COSTS
+    from nasmtl.onnx.task_costs import TASK_COSTS
 
     if data is None:
         data = load_data(cfg)

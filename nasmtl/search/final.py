@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nasmtl.config import ConfigError, Objective, RunConfig
-from nasmtl.errors import NasmtlError
+from nasmtl.errors import NasmtlError, first_line
 from nasmtl.files import fsync_file, write_json
 from nasmtl.run.rundir import RunDir
 from nasmtl.search.baselines import Candidate
@@ -122,7 +122,7 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
     its record and model go to ``files.final_dir(budget.tag)``."""
     import nasmtl.onnx as nx
     from nasmtl.arch import to_torch
-    from nasmtl.quant_eval import baselines, evaluate_onnx, measure_policy
+    from nasmtl.onnx.policy import baselines, evaluate_onnx, measure_policy
     from nasmtl.search.evaluate import eval_batch_size, train_augment
     from nasmtl.train import Budget, TrainConfig, train
 
@@ -189,7 +189,7 @@ def load_final(run_dir: Path) -> dict[str, list[FinalRecord]]:
 
 def task_objectives(objectives: Sequence[Objective]) -> list[Objective]:
     """The objectives that measure a task's quality (``task.metric``, not a cost such as ``left.bytes``)."""
-    from nasmtl.task_costs import TASK_COSTS
+    from nasmtl.onnx.task_costs import TASK_COSTS
 
     return [o for o in objectives if o.task is not None and o.name.split(".", 1)[1] not in TASK_COSTS]
 
@@ -392,9 +392,9 @@ def run_final(run_dir: Path, cfg: RunConfig, trials: Sequence[Any], *, with_base
         except Exception as e:
             if out_dir.is_dir() and not any(out_dir.iterdir()):
                 out_dir.rmdir()
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first = first_line(e, 200, more="", empty="")
             raise FinalTrainingError(f"{run_dir}: final training of {record_name(c)} failed "
-                                     f"({type(e).__name__}: {first[:200]}); the run's records are unchanged") from e
+                                     f"({type(e).__name__}: {first}); the run's records are unchanged") from e
         records.append(rec)
         shown = ", ".join(f"{o.name} {rec.test[o.name]:.4g}" for o in cfg.objectives if o.name in rec.test)
         say(f"final {i}/{len(cands)} {record_name(c)}: test {shown} ({time.perf_counter() - t0:.0f} s)")
@@ -414,8 +414,8 @@ def found_candidate(space: Any, build: Callable[[Any], Any], cfg: RunConfig, tri
         design = space.decode(key)
         arch = build(design)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"trial {trial.number}: its design does not build in the run's space: {first}") from None
+        raise ConfigError(f"trial {trial.number}: its design does not build in the run's space: "
+                          f"{first_line(e, None)}") from None
     values = dict(zip(cfg.objective_names, trial.values)) if trial.values else None
     return Candidate(f"trial-{trial.number}", "found", arch, getattr(design, "quant", None), key, trial.number,
                      values)

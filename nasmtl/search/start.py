@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nasmtl.config import ConfigError
+from nasmtl.errors import first_line
 
 
 def read_entry(entry: str, resolve: Callable[[str], Path]) -> str:
@@ -62,8 +63,7 @@ def start_designs(space: Any, entries: Sequence[str], resolve: Callable[[str], P
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{where}: not a design of space {space.name!r}: {first}") from None
+            raise ConfigError(f"{where}: not a design of space {space.name!r}: {first_line(e, None)}") from None
         for design in designs:
             _check_caps(getattr(space, "arch_space", space), getattr(design, "arch", design), where)
             key = space.encode(design)

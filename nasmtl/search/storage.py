@@ -28,6 +28,7 @@ from optuna.storages import JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from nasmtl.config import ConfigError
+from nasmtl.errors import first_line
 from nasmtl.run.rundir import TORN_SUFFIX, RunDir
 
 HEARTBEAT_SECONDS = 10
@@ -73,7 +74,8 @@ def open_storage(url: str | None, run_dir: Path | None = None, *, heartbeat: int
             raise StorageError(f"storage {redact(url)}: needs the package '{e.name}' "
                                '(install the postgres extra: pip install -e ".[postgres]")') from None
         except Exception as e:
-            raise StorageError(f"storage {redact(url)} cannot be opened: {_first_line(e)}") from None
+            detail = first_line(getattr(e, "orig", None) or e, 300, more="", empty=type(e).__name__)
+            raise StorageError(f"storage {redact(url)} cannot be opened: {detail}") from None
     if "://" in url:
         raise StorageError(f"storage {redact(url)}: unsupported scheme (use postgresql://, sqlite:///, "
                            "mysql:// or a journal file path)")
@@ -175,9 +177,3 @@ def damaged_line(path: Path) -> int | None:
     except OSError:
         return None
     return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(getattr(e, "orig", None) or e).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return line[:300]

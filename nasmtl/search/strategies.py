@@ -1,7 +1,7 @@
 """Our samplers as ask/tell strategies of the benchmark runner (``nasmtl bench --sampler NAME``).
 
 Importing this module registers ``evolution``, ``nsga2``, ``nsga3``, ``tpe``, ``predictor`` and
-``predictor-from-imagenet16`` in ``nasmtl.benchmarks.runner.STRATEGIES`` (the runner imports it
+``predictor-from-imagenet16`` in ``nasmtl.nasbench.runner.STRATEGIES`` (the runner imports it
 itself; it never imports optuna). ``predictor-from-imagenet16`` is the predictor sampler
 warm-started from ``predictors/nb201-imagenet16.onnx`` (NAS-Bench-201 ImageNet16-120 accuracy):
 for NAS-Bench-201 CIFAR-10 or CIFAR-100 searches, not ImageNet16-120 ones (its own training data).
@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import optuna
 
-from nasmtl.benchmarks.runner import register_strategy
+from nasmtl.nasbench.runner import register_strategy
 from nasmtl.search.evolution import EvolutionStrategy
 from nasmtl.search.samplers import SamplerProposer, make_sampler
 
@@ -87,10 +87,10 @@ register_strategy("predictor", _predictor)
 
 
 def _predictor_from_imagenet16(space: Any, directions: Sequence[str], seed: int) -> Any:
-    from nasmtl.benchmarks.table import BenchmarkError
+    from nasmtl.nasbench.table import BenchmarkError
     from nasmtl.predict.model import PredictorError
     from nasmtl.predict.strategy import PredictorStrategy
-    from nasmtl.predict.transfer import nb201_imagenet16_source
+    from nasmtl.predict.source import nb201_imagenet16_source
 
     try:
         source = nb201_imagenet16_source(space)

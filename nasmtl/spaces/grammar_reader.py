@@ -16,6 +16,7 @@ from typing import Any
 
 import lark
 
+from nasmtl.errors import first_line
 from nasmtl.spaces.base import SpaceError
 from nasmtl.spaces.grammar_check import check_rules
 from nasmtl.spaces.grammar_model import (Alternative, Form, GrammarFile, Hole, Rule, Term, Value, grammar_error,
@@ -344,15 +345,15 @@ def _make_parser(path: str, text: str, start: str) -> lark.Lark:
     except lark.exceptions.GrammarError as e:
         if "conflict" not in str(e).lower():
             line, col = _lark_place(e)
-            raise grammar_error(path, line, col, "lark: " + str(e).strip().splitlines()[0]) from None
+            raise grammar_error(path, line, col, "lark: " + first_line(e, None)) from None
     except lark.exceptions.LarkError as e:
         line, col = _lark_place(e)
-        raise grammar_error(path, line, col, "lark: " + str(e).strip().splitlines()[0]) from None
+        raise grammar_error(path, line, col, "lark: " + first_line(e, None)) from None
     try:
         return lark.Lark(body, start=start, parser="earley", keep_all_tokens=True)
     except lark.exceptions.LarkError as e:
         line, col = _lark_place(e)
-        raise grammar_error(path, line, col, "lark: " + str(e).strip().splitlines()[0]) from None
+        raise grammar_error(path, line, col, "lark: " + first_line(e, None)) from None
 
 
 MAX_GRAMMAR_BYTES = 1 << 20

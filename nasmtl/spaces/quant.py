@@ -2,7 +2,7 @@
 
 Layer groups follow the design's structure: group ``i`` is backbone stage ``i`` (every task
 group's copy of it), and the task heads belong to the last group. A policy is applied to an
-ONNX file by ``nasmtl.quant_eval``; this module knows nothing of onnx or optuna.
+ONNX file by ``nasmtl.onnx.policy``; this module knows nothing of onnx or optuna.
 """
 
 from __future__ import annotations
