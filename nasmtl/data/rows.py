@@ -75,9 +75,8 @@ class Rows:
             return out
         order = np.argsort(idx, kind="stable")
         ordered = idx[order]
-        lo, hi = int(ordered[0]), int(ordered[-1])
-        if hi - lo + 1 == ordered.size and (ordered.size == 1 or bool((np.diff(ordered) == 1).all())):
-            out[order] = self.base[lo:hi + 1]
+        if bool((np.diff(ordered) == 1).all()):
+            out[order] = self.base[int(ordered[0]):int(ordered[-1]) + 1]
         else:
             out[order] = self.base[ordered]
         return out
