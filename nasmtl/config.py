@@ -85,7 +85,7 @@ device = "auto"
 sampler = "evolution"
 trials = 30
 seed = 0
-trial_timeout = 300
+trial_timeout = 900                     # seconds: a safety limit for a runaway design, far above any trial of this space
 population = 8
 start = ["grammars/baselines/two_branch_cnn.txt"]
 baselines = ["auto"]                    # the hand CNN and grammars/baselines/ (ResNet-, ViT-, Mixer-like)
@@ -225,7 +225,7 @@ class SearchSettings:
     trials: int | None = 20
     seconds: float | None = None
     seed: int = 0
-    trial_timeout: float | None = 300.0
+    trial_timeout: float | None = 900.0
     population: int = 16
     latency_runs: int = 20
     max_failures: int = 20
