@@ -8,7 +8,9 @@ trials keep their ONNX file under ``trials/NNNNN.onnx`` and a JSON record next t
 
 Duplicates: a design whose canonical string already has a completed trial is not trained again;
 its trial is completed with the earlier values (user attr ``duplicate_of``) so samplers learn
-from it, and it does not count towards the trial budget.
+from it, and it does not count towards the trial budget. The same holds for a design whose file
+would be the same as an earlier one's (an evaluator's ``effective_key``: quantization policies
+that differ only where a precision cannot apply).
 """
 
 from __future__ import annotations
@@ -302,6 +304,7 @@ class Engine:
     """The storage is shared with workers whose files live elsewhere (any ``--storage``; not the run's own journal)."""
     _observed: set[int] = field(default_factory=set, repr=False)
     _designs: dict[str, int] = field(default_factory=dict, repr=False)
+    _files: dict[str, int] = field(default_factory=dict, repr=False)
     _damaged: set[int] = field(default_factory=set, repr=False)
 
     @property
@@ -334,6 +337,8 @@ class Engine:
                 continue
             if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs:
                 self._designs.setdefault(key, t.number)
+                if "file_key" in t.user_attrs:
+                    self._files.setdefault(t.user_attrs["file_key"], t.number)
             try:
                 design = self.space.decode(key)
             except Exception:
@@ -442,6 +447,13 @@ class Engine:
             busy = self._trained_elsewhere(key, trial.number)
             if busy is not None:
                 return self._busy(trial, busy, t0)
+            file_key = self._file_key(design)
+            if file_key is not None:
+                trial.set_user_attr("file_key", file_key)
+                same = self._files.get(file_key)
+                if same is not None:
+                    return self._duplicate(trial, same, t0, f"builds the same file as trial {same} "
+                                                            f"(precisions that cannot apply differ)")
             try:
                 with _Watchdog(self.trial_timeout * 1.5 + 30 if self.trial_timeout else None):
                     values = self.evaluator.evaluate(design, onnx_path, self._epoch_callback(trial))
@@ -521,7 +533,20 @@ class Engine:
         self._say(self._line(out))
         return out
 
-    def _duplicate(self, trial: optuna.Trial, earlier: int, t0: float) -> Outcome:
+    def _file_key(self, design: Any) -> str | None:
+        """The evaluator's ``effective_key`` of a design (None when it has none or cannot tell: the
+        evaluation itself then reports what is wrong with the design)."""
+        effective = getattr(self.evaluator, "effective_key", None)
+        if effective is None:
+            return None
+        try:
+            return effective(design)
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            return None
+
+    def _duplicate(self, trial: optuna.Trial, earlier: int, t0: float, why: str = "") -> Outcome:
         prev = self.study.get_trials(deepcopy=False)[earlier]
         trial.set_user_attr("duplicate_of", earlier)
         if "constraint_violation" in prev.user_attrs:
@@ -529,7 +554,7 @@ class Engine:
         _set_constraints(trial, {k: v for k, v in prev.constraints.items() if not k.isdigit()})
         self.study.tell(trial, list(prev.values))
         out = Outcome(trial.number, "duplicate", dict(zip(self.names, prev.values)),
-                      f"same design as trial {earlier}", time.perf_counter() - t0)
+                      why or f"same design as trial {earlier}", time.perf_counter() - t0)
         self._say(self._line(out))
         return out
 

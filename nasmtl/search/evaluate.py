@@ -6,6 +6,7 @@ values by name. Per-epoch partial results go to ``on_epoch`` (returning False st
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from contextlib import contextmanager
@@ -63,6 +64,14 @@ class Evaluator(Protocol):
         ...
 
 
+class FileKeyed(Protocol):
+    """An evaluator that can tell, before training, which designs build the same file (optional for engines)."""
+
+    def effective_key(self, design: object) -> str | None:
+        """Equal for two designs exactly when they build the same network with the same precision at every node."""
+        ...
+
+
 @dataclass
 class ArchEvaluator:
     """Builds a design with one head per task, trains, exports (parity-checked) and measures it.
@@ -97,6 +106,7 @@ class ArchEvaluator:
     False answer ends training there; the trial is then measured and completed at that fidelity."""
     _tasks: list[str] = field(init=False)
     _references: dict[str, dict[str, float]] = field(init=False, default_factory=dict)
+    _untrained: dict[str, tuple[dict[str, float], dict[str, str]]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._tasks = [t.name for t in self.data.tasks]
@@ -148,7 +158,7 @@ class ArchEvaluator:
         static = self.static_costs(design)
         policy = getattr(design, "quant", None)
         if self.rung_steps is not None:
-            static.update(self._file_costs(arch, policy, onnx_path))
+            static.update(self._file_costs(design, arch, policy, onnx_path))
         cfg = self.train_config
         if self.seconds is not None:
             b = cfg.budget
@@ -202,34 +212,61 @@ class ArchEvaluator:
         values.update(self._task_costs(onnx_path))
         return values
 
-    def _file_costs(self, arch: Arch, policy: QuantPolicy | None, onnx_path: Path) -> dict[str, float]:
+    def effective_key(self, design: object) -> str | None:
+        """A digest equal for designs that build the same file, or None for a design without a policy.
+
+        Policies can be synonyms: ``int4_int8`` on a group of convolutions is ``int8_static``, and
+        ``int4_weight`` (MatMul only) leaves one at fp32. The key holds the architecture, the layout
+        and the precision each node actually got when the untrained network was quantized (the
+        same file ``_file_costs`` measures, so the work is done once per design)."""
+        policy = getattr(design, "quant", None)
+        if policy is None:
+            return None
+        _, applied = self._untrained_file(design, self._arch(design), policy, None)
+        parts = [str(getattr(design, p)) for p in ("arch", "layout")]
+        text = "\n".join([*parts, *(f"{n}={applied[n]}" for n in sorted(applied))])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _file_costs(self, design: object, arch: Arch, policy: QuantPolicy | None, onnx_path: Path) -> dict[str, float]:
         """``bytes`` (and ``latency_ms`` when an objective) of the design's file, known before training.
 
         Weights do not change a file's size or its run time, so the untrained network, exported and
         quantized with the design's policy, gives the costs that multi-fidelity promotion ranks by.
         """
+        want = [o for o in ("bytes", "latency_ms") if o in self.objectives]
+        if not want:
+            return {}
+        costs, _ = self._untrained_file(design, arch, policy, onnx_path.parent)
+        return {k: costs[k] for k in want}
+
+    def _untrained_file(self, design: object, arch: Arch, policy: QuantPolicy | None,
+                        folder: Path | None) -> tuple[dict[str, float], dict[str, str]]:
+        """Costs and per-node precisions of the design's untrained file (kept for the last design asked)."""
         import tempfile
 
         from nasmtl.arch import to_torch
         from nasmtl.onnx import export_onnx, graph_stats, measure_latency
 
-        want = [o for o in ("bytes", "latency_ms") if o in self.objectives]
-        if not want:
-            return {}
-        with tempfile.TemporaryDirectory(prefix="nasmtl-cost-", dir=onnx_path.parent) as tmp:
+        key = self.space.encode(design) if hasattr(self.space, "encode") else repr(design)
+        if key in self._untrained:
+            return self._untrained[key]
+        with tempfile.TemporaryDirectory(prefix="nasmtl-cost-", dir=folder) as tmp:
             path = Path(tmp) / "m.onnx"
             export_onnx(to_torch(arch, seed=self.seed), tuple(self.data.input_shape), path, self._tasks)
+            applied: dict[str, str] = {}
             if policy is not None:
                 from nasmtl.onnx.policy import apply_policy
 
                 q = Path(tmp) / "m.q.onnx"
-                apply_policy(path, q, policy, self.data.train.x[: self.calibration_samples],
-                             calibration_samples=self.calibration_samples)
+                applied = apply_policy(path, q, policy, self.data.train.x[: self.calibration_samples],
+                                       calibration_samples=self.calibration_samples).applied
                 path = q
-            out = {"bytes": float(graph_stats(path).bytes)}
-            if "latency_ms" in want:
-                out["latency_ms"] = measure_latency(path, runs=self.latency_runs, warmup=3).median_ms
-        return {k: out[k] for k in want}
+            costs = {"bytes": float(graph_stats(path).bytes)}
+            if "latency_ms" in self.objectives:
+                costs["latency_ms"] = measure_latency(path, runs=self.latency_runs, warmup=3).median_ms
+        self._untrained.clear()
+        self._untrained[key] = (costs, dict(applied))
+        return self._untrained[key]
 
     def _quantized(self, fp32_path: Path, onnx_path: Path, policy: QuantPolicy, companions: bool = True) -> dict[str, float]:
         """Apply ``policy``, measure the quantized file in onnxruntime; fp32 and all-int8 as ``fp32.*``, ``int8.*``
