@@ -80,8 +80,8 @@ class SearchRun:
         return load_final(self.dir).get(final_budget(self.config).tag, [])
 
     def retrain(self, trial: int, *, epochs: float | None = None, steps: int | None = None,
-                batch_size: int | None = None, lr: float | None = None, device: str | None = None,
-                baselines: bool = False, force: bool = False) -> FinalRecord:
+                batch_size: int | None = None, lr: float | None = None, lr_schedule: str | None = None,
+                device: str | None = None, baselines: bool = False, force: bool = False) -> FinalRecord:
         """Train trial ``trial``'s design from scratch at the final budget (overrides as given); its record."""
         from nasmtl.search.evaluate import extra_augment
         from nasmtl.search.final import final_budget, run_final
@@ -93,7 +93,7 @@ class SearchRun:
         if trial not in done:
             raise ConfigError(f"{self.dir}: no completed trial {trial} (completed: "
                               f"{', '.join(map(str, sorted(done))) or 'none'})")
-        budget = final_budget(run.config, epochs, steps, batch_size, lr)
+        budget = final_budget(run.config, epochs, steps, batch_size, lr, lr_schedule)
         dev = str(resolve_device(device)) if device is not None else None
         with extra_augment(self.augment):
             return run_final(self.dir, run.config, [done[trial]], with_baselines=baselines, budget=budget,

@@ -171,6 +171,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     loss_weighting: str = "equal"
+    lr_schedule: str = "constant"
+    """``constant`` or ``cosine`` (the rate falls to 0 over the budget's steps; ``nasmtl.train.scheduled_lr``)."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` (``nasmtl.train.resolve_device``)."""
     augment: dict[str, Any] | None = None
@@ -204,6 +206,7 @@ class FinalSettings:
     steps: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    lr_schedule: str | None = None
     members: int = 3
 
 
@@ -448,6 +451,11 @@ def _validate(cfg: RunConfig) -> None:
     if f.epochs is None and f.steps is None and t.epochs is None and t.steps is None:
         raise ConfigError(f"{src}: [final] needs epochs or steps when [train] gives only seconds "
                           "(final training is budgeted in steps or epochs, so results do not depend on machine load)")
+    for key, v in (("train.lr_schedule", t.lr_schedule), ("final.lr_schedule", f.lr_schedule)):
+        if v is not None and v not in ("constant", "cosine"):
+            raise ConfigError(f"{src}: {key} must be \"constant\" or \"cosine\", got {v!r}")
+    if t.lr_schedule == "cosine" and t.epochs is None and t.steps is None:
+        raise ConfigError(f"{src}: train.lr_schedule \"cosine\" decays over steps or epochs; [train] gives only seconds")
     if not _device_name_ok(t.device):
         raise ConfigError(f"{src}: train.device must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {t.device!r}")
     fid = se.fidelity

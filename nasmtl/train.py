@@ -72,6 +72,20 @@ class TrainConfig:
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     """Applied to each training batch before the step (``nasmtl.data.augment``); its generator is seeded
     from ``seed``, apart from the one that orders the batches."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: the learning rate falls from ``lr`` to 0 over the budget's steps (half a cosine), so the
+    weights trained last settle instead of ending wherever the last constant-rate step left them."""
+
+
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of ``TrainConfig.lr_schedule``."""
+
+
+def scheduled_lr(lr: float, schedule: str, step: int, total: float) -> float:
+    """The learning rate of step ``step`` (0-based) of ``total``: ``lr`` throughout, or half a cosine from ``lr`` to 0."""
+    if schedule == "constant" or not math.isfinite(total) or total <= 0:
+        return lr
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -181,6 +195,10 @@ def _check_config(data: MultiTaskDataset, config: TrainConfig) -> dict[str, floa
         raise ValueError("batch sizes must be >= 1")
     if config.loss_weighting not in ("equal", "uncertainty"):
         raise ValueError(f"unknown loss_weighting {config.loss_weighting!r} (equal, uncertainty)")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r} ({', '.join(LR_SCHEDULES)})")
+    if config.lr_schedule == "cosine" and config.budget.steps is None and config.budget.epochs is None:
+        raise ValueError("lr_schedule 'cosine' needs a budget of steps or epochs (it decays over them)")
     if len(data.train) == 0 or len(data.val) == 0:
         raise ValueError(f"data set {data.name!r} needs non-empty train and val splits")
     names = [t.name for t in data.tasks]
@@ -320,6 +338,9 @@ def train(model: nn.Module, data: MultiTaskDataset, config: TrainConfig, *,
                                            "total", step + 1, float(total))
                 opt.zero_grad(set_to_none=True)
                 total.backward()
+                if config.lr_schedule != "constant":
+                    for g in opt.param_groups:
+                        g["lr"] = scheduled_lr(config.lr, config.lr_schedule, step, max_steps)
                 opt.step()
                 loss_sum += float(total.detach())
                 step += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nasmtl.cli import main
-from nasmtl.config import ConfigError, RunConfig, default_config, load_config
+from nasmtl.config import ConfigError, RunConfig, default_config, load_config, parse_config
 
 GOOD = """
 [data]
@@ -139,3 +139,25 @@ def test_default_config_builds_its_grammar_space(root: Path) -> None:
     space = load_space(cfg)
     x = space.sample(np.random.default_rng(0))
     assert space.encode(space.decode(space.encode(x))) == space.encode(x)
+
+
+def test_lr_schedule_keys_and_the_final_budget_they_give() -> None:
+    import tomllib
+
+    from nasmtl.config import DEFAULT_TOML
+    from nasmtl.search.final import final_budget
+
+    raw = tomllib.loads(DEFAULT_TOML)
+    assert final_budget(parse_config(raw, "<t>", ".")).lr_schedule == "constant"
+    raw["final"]["lr_schedule"] = "cosine"
+    b = final_budget(parse_config(raw, "<t>", "."))
+    assert b.tag.endswith("-cosine") and "(cosine)" in b.describe()
+    assert final_budget(parse_config(raw, "<t>", "."), lr_schedule="constant").tag == "steps600-bs128-lr0.001"
+    raw["final"]["lr_schedule"] = "cos"
+    with pytest.raises(ConfigError, match="final.lr_schedule"):
+        parse_config(raw, "<t>", ".")
+    del raw["final"]["lr_schedule"]
+    raw["train"] = {"seconds": 10, "lr_schedule": "cosine"}
+    raw["final"]["steps"] = 10
+    with pytest.raises(ConfigError, match="train.lr_schedule"):
+        parse_config(raw, "<t>", ".")

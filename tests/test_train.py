@@ -235,3 +235,21 @@ def test_budget_and_model_contract_errors(data):
 
     with pytest.raises(KeyError, match="right"):
         train(NoRight(), data, _cfg())
+
+
+def test_cosine_schedule_decays_to_zero_and_changes_training(data):
+    from nasmtl.train import scheduled_lr
+
+    assert scheduled_lr(0.01, "constant", 50, 100) == 0.01
+    assert scheduled_lr(0.01, "cosine", 0, 100) == pytest.approx(0.01)
+    assert scheduled_lr(0.01, "cosine", 50, 100) == pytest.approx(0.005)
+    assert scheduled_lr(0.01, "cosine", 99, 100) < 1e-5
+    cfg = TrainConfig(budget=Budget(steps=8), batch_size=32, lr=0.01, seed=0, lr_schedule="cosine")
+    cos = train(TinyNet(data.tasks), data, cfg).metrics
+    again = train(TinyNet(data.tasks), data, cfg).metrics
+    const = train(TinyNet(data.tasks), data, TrainConfig(budget=Budget(steps=8), batch_size=32, lr=0.01, seed=0)).metrics
+    assert cos == again and cos != const
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(TinyNet(data.tasks), data, TrainConfig(budget=Budget(steps=2), lr_schedule="step"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="steps or epochs"):
+        train(TinyNet(data.tasks), data, TrainConfig(budget=Budget(seconds=1.0), lr_schedule="cosine"))

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--steps", type=int, help="training steps (default: the run's [final] budget)")
     p.add_argument("--batch-size", type=int, help="batch size (default: [final], else [train])")
     p.add_argument("--lr", type=float, help="learning rate (default: [final], else [train])")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                   help="learning-rate schedule (default: [final], else [train])")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's [train] device)")
     p.add_argument("--with-baselines", action="store_true", help="also train the baselines at the same budget")
     p.add_argument("--force", action="store_true", help="train again even when a record of this budget exists")
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.run_dir}: not a run directory (no {files.run_file.name})")
     run_ = open_run(args.run_dir, args.storage)
     cfg = run_.config
-    budget = final_budget(cfg, args.epochs, args.steps, args.batch_size, args.lr)
+    budget = final_budget(cfg, args.epochs, args.steps, args.batch_size, args.lr, args.lr_schedule)
     device = None
     if args.device is not None:
         try:

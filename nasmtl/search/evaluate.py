@@ -370,7 +370,8 @@ def build_evaluator(cfg: RunConfig, space: Space, data: MultiTaskDataset | None 
                                   f"{metric!r} (metrics: {', '.join(sorted(known))})")
     t = cfg.train
     tc = TrainConfig(budget=Budget(epochs=t.epochs, steps=t.steps, seconds=t.seconds), batch_size=t.batch_size,
-                     lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
+                     lr=t.lr, lr_schedule=t.lr_schedule,  # type: ignore[arg-type]
+                     weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
                      seed=cfg.search.seed, loss_weighting=t.loss_weighting,  # type: ignore[arg-type]
                      augment=train_augment(cfg))
     if "delta_m" in cfg.objective_names and not hasattr(space, "layout_space"):

@@ -43,27 +43,33 @@ class FinalBudget:
     steps: int | None
     batch_size: int
     lr: float
+    lr_schedule: str = "constant"
 
     @property
     def tag(self) -> str:
         """A folder name that identifies the budget (records of one tag are comparable)."""
         parts = ([f"steps{self.steps}"] if self.steps is not None else []) + \
                 ([f"epochs{self.epochs:g}"] if self.epochs is not None else [])
-        return "-".join(parts + [f"bs{self.batch_size}", f"lr{self.lr:g}"])
+        schedule = [] if self.lr_schedule == "constant" else [self.lr_schedule]
+        return "-".join(parts + [f"bs{self.batch_size}", f"lr{self.lr:g}"] + schedule)
 
     def describe(self) -> str:
-        """``600 steps, batch 128, lr 0.001``."""
+        """``600 steps, batch 128, lr 0.001`` (``lr 0.001 (cosine)`` for a decaying rate)."""
         what = " or ".join(([f"{self.steps} steps"] if self.steps is not None else [])
                            + ([f"{self.epochs:g} epochs"] if self.epochs is not None else []))
-        return f"{what}, batch {self.batch_size}, lr {self.lr:g}"
+        schedule = "" if self.lr_schedule == "constant" else f" ({self.lr_schedule})"
+        return f"{what}, batch {self.batch_size}, lr {self.lr:g}{schedule}"
 
 
 def final_budget(cfg: RunConfig, epochs: float | None = None, steps: int | None = None,
-                 batch_size: int | None = None, lr: float | None = None) -> FinalBudget:
+                 batch_size: int | None = None, lr: float | None = None,
+                 lr_schedule: str | None = None) -> FinalBudget:
     """The run's final budget (``[final]``, falling back to ``[train]``), with overrides; bad values are errors."""
     for key, v in (("--epochs", epochs), ("--steps", steps), ("--batch-size", batch_size), ("--lr", lr)):
         if v is not None and not v > 0:
             raise ConfigError(f"final training: {key} must be > 0, got {v}")
+    if lr_schedule is not None and lr_schedule not in ("constant", "cosine"):
+        raise ConfigError(f"final training: --lr-schedule must be constant or cosine, got {lr_schedule!r}")
     f, t = cfg.final, cfg.train
     if epochs is not None or steps is not None:
         e, s = epochs, steps
@@ -73,7 +79,8 @@ def final_budget(cfg: RunConfig, epochs: float | None = None, steps: int | None 
         e, s = t.epochs, t.steps
     if e is None and s is None:
         raise ConfigError(f"{cfg.source}: final training needs [final] steps or epochs")
-    return FinalBudget(e, s, batch_size or f.batch_size or t.batch_size, lr or f.lr or t.lr)
+    return FinalBudget(e, s, batch_size or f.batch_size or t.batch_size, lr or f.lr or t.lr,
+                       lr_schedule or f.lr_schedule or t.lr_schedule)
 
 
 @dataclass
@@ -128,7 +135,8 @@ def train_final(candidate: Candidate, data: Any, cfg: RunConfig, budget: FinalBu
 
     t = cfg.train
     tc = TrainConfig(budget=Budget(epochs=budget.epochs, steps=budget.steps), batch_size=budget.batch_size,
-                     lr=budget.lr, weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
+                     lr=budget.lr, lr_schedule=budget.lr_schedule,  # type: ignore[arg-type]
+                     weight_decay=t.weight_decay, optimizer=t.optimizer,  # type: ignore[arg-type]
                      seed=cfg.search.seed, loss_weighting=t.loss_weighting,  # type: ignore[arg-type]
                      augment=train_augment(cfg))
     tc.eval_batch_size = eval_batch_size(candidate.arch, tc.eval_batch_size)
