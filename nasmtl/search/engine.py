@@ -344,7 +344,9 @@ class Engine:
             except Exception:
                 continue
             ok = t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
-            self.proposer.observe(design, list(t.values) if ok else None)
+            steps = t.user_attrs.get("steps") if ok else None
+            self.proposer.observe(design, list(t.values) if ok else None,
+                                  float(steps) if steps is not None else None)
         return trials
 
     def _stop_reason(self, trials: Sequence[FrozenTrial], start: float, failures: int, dups: int) -> str | None:

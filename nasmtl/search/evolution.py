@@ -6,10 +6,17 @@ distance), optionally crossed with a second winner, then mutated. Every told des
 population and the oldest leaves it (age-based removal keeps the search moving), while the
 tournament also sees the current Pareto archive so good designs are not forgotten.
 Designs already asked are never proposed again (by canonical string).
+
+Under multi-fidelity search a design is told with the training steps it reached: a design that
+successive halving stopped at a low rung lost there, and its low-fidelity values (a tiny model
+after 40 steps) are not comparable with those of designs trained to the top rung. A tournament
+therefore prefers the design trained longest, and ranks by Pareto front and crowding among
+designs of equal fidelity, so children come from the designs that earned their promotion.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -58,33 +65,42 @@ class EvolutionStrategy:
         """Mark a design as asked elsewhere (another worker, an earlier run), so it is not proposed."""
         self._seen.add(self.space.encode(design))
 
-    def tell(self, design: Any, objectives: Sequence[float]) -> None:
-        """Add an evaluated design (objective values in their own directions)."""
+    def tell(self, design: Any, objectives: Sequence[float], fidelity: float | None = None) -> None:
+        """Add an evaluated design (objective values in their own directions; ``fidelity``: the training
+        steps behind them, None for a single-fidelity search)."""
         v = to_minimization([list(objectives)], self.directions)[0]
         if not np.isfinite(v).all():
             return
+        f = math.inf if fidelity is None else float(fidelity)
         self._seen.add(self.space.encode(design))
-        self._pop.append((design, v))
+        entry = (design, v, f)
+        self._pop.append(entry)
         self._told += 1
-        members = self._archive + [(design, v)]
-        front = non_dominated_sort(np.array([m[1] for m in members]))[0]
+        members = self._archive + [entry]
+        # a design trained longer is not dominated by one trained less: fidelity is one more (maximised) axis
+        pts = np.array([[*m[1], -m[2] if math.isfinite(m[2]) else 0.0] for m in members])
+        front = non_dominated_sort(pts)[0]
         archive = [members[i] for i in front]
         if len(archive) > self.archive_size:
-            cd = crowding_distance(np.array([m[1] for m in archive]))
+            cd = crowding_distance(pts[front])
             archive = [archive[i] for i in np.argsort(-cd, kind="stable")[: self.archive_size]]
         self._archive = archive
 
     def _select(self) -> Any:
-        """Tournament winner among population and archive: lowest rank, then widest crowding distance."""
+        """Tournament winner among population and archive: the highest fidelity, then lowest Pareto rank and
+        widest crowding distance among designs of that fidelity."""
         pool = list(self._pop) + [a for a in self._archive if all(a is not p for p in self._pop)]
         pts = np.array([p[1] for p in pool])
+        fid = np.array([p[2] for p in pool])
         rank = np.empty(len(pool), dtype=int)
         crowd = np.empty(len(pool))
-        for r, front in enumerate(non_dominated_sort(pts)):
-            rank[front] = r
-            crowd[front] = crowding_distance(pts[front])
+        for level in np.unique(fid):
+            members = np.flatnonzero(fid == level)
+            for r, front in enumerate(non_dominated_sort(pts[members])):
+                rank[members[front]] = r
+                crowd[members[front]] = crowding_distance(pts[members[front]])
         idx = self._rng.choice(len(pool), size=min(self.tournament, len(pool)), replace=False)
-        best = min(idx, key=lambda i: (rank[i], -crowd[i]))
+        best = min(idx, key=lambda i: (-fid[i], rank[i], -crowd[i]))
         return pool[int(best)][0]
 
     def _child(self) -> Any:

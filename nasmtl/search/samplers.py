@@ -106,8 +106,9 @@ class Proposer(abc.ABC):
     def propose(self, trial: optuna.Trial) -> Any:
         """The design of ``trial`` (its decisions may be suggested on the trial)."""
 
-    def observe(self, design: Any, values: Sequence[float] | None) -> None:
-        """A finished trial of the study (values ``None`` for a failed or stopped one)."""
+    def observe(self, design: Any, values: Sequence[float] | None, fidelity: float | None = None) -> None:
+        """A finished trial of the study (values ``None`` for a failed or stopped one; ``fidelity``: the
+        training steps behind the values in a multi-fidelity search)."""
 
     def learn_distributions(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
         """The study's trials, read before each new one (parameter names stay consistent)."""
@@ -168,10 +169,12 @@ class StrategyProposer(Proposer):
             trial.set_user_attr("predictor_skipped", int(self.strategy.skipped))
         return design
 
-    def observe(self, design: Any, values: Sequence[float] | None) -> None:
+    def observe(self, design: Any, values: Sequence[float] | None, fidelity: float | None = None) -> None:
         if values is None:
             if hasattr(self.strategy, "seen"):
                 self.strategy.seen(design)
+        elif fidelity is not None and isinstance(self.strategy, EvolutionStrategy):
+            self.strategy.tell(design, values, fidelity)
         else:
             self.strategy.tell(design, values)
 

@@ -183,6 +183,23 @@ def test_evolution_strategy_proposes_new_designs_and_improves_on_random(root: Pa
     assert len(strat._archive) >= 1
 
 
+def test_evolution_breeds_from_designs_trained_longest(root: Path) -> None:
+    """A design stopped at a low rung never wins a tournament against one trained to the top rung,
+    however good its low-fidelity values look; both stay in the archive."""
+    space = cell_space(root)
+    strat = EvolutionStrategy(space, ["maximize", "minimize"], seed=0, population=3, tournament=3)
+    designs = [strat.ask() for _ in range(3)]
+    strat.tell(designs[0], (0.9, 1.0), fidelity=40)      # tiny after 40 steps: dominates the others
+    strat.tell(designs[1], (0.5, 5.0), fidelity=360)
+    strat.tell(designs[2], (0.4, 6.0), fidelity=360)     # dominated at its own fidelity
+    assert all(strat._select() is designs[1] for _ in range(20))
+    assert {id(a[0]) for a in strat._archive} == {id(designs[0]), id(designs[1])}
+    plain = EvolutionStrategy(space, ["maximize", "minimize"], seed=0, population=3, tournament=3)
+    for d, v in zip(designs, [(0.9, 1.0), (0.5, 5.0), (0.4, 6.0)]):
+        plain.tell(d, v)
+    assert plain._select() is designs[0]
+
+
 def test_param_names_are_suffixed_when_options_change(root: Path) -> None:
     prop = SamplerProposer(cell_space(root))
     assert prop.param_name("a", ["x", "y"]) == "a"
