@@ -44,6 +44,16 @@ from nasmtl.search.samplers import Proposer
 MAX_DUPLICATES_IN_A_ROW = 100
 
 
+def _takes_fidelity(proposer: Any) -> bool:
+    """Whether a proposer's ``observe`` accepts ``fidelity`` (proposers written before it do not)."""
+    import inspect
+
+    try:
+        return "fidelity" in inspect.signature(proposer.observe).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class TrialTimeout(Exception):
     """The hard per-trial watchdog fired."""
 
@@ -345,8 +355,10 @@ class Engine:
                 continue
             ok = t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
             steps = t.user_attrs.get("steps") if ok else None
-            self.proposer.observe(design, list(t.values) if ok else None,
-                                  float(steps) if steps is not None else None)
+            if steps is not None and _takes_fidelity(self.proposer):
+                self.proposer.observe(design, list(t.values), fidelity=float(steps))
+            else:
+                self.proposer.observe(design, list(t.values) if ok else None)
         return trials
 
     def _stop_reason(self, trials: Sequence[FrozenTrial], start: float, failures: int, dups: int) -> str | None:
@@ -436,6 +448,8 @@ class Engine:
                 stored = trial.user_attrs.get("design")
                 design = self.space.decode(stored) if stored else self.proposer.propose(trial)
                 key = self.space.encode(design)
+                # from here on the canonical design, so its decisions (choices, params) describe the string recorded
+                design = self.space.decode(key)
                 trial.set_user_attr("design", key)
                 trial.set_user_attr("choices", {str(k): str(v) for k, v in self.space.choices(design).items()})
                 self.proposer.record(trial, self.space, design)
