@@ -38,6 +38,9 @@ from nasmtl.arch.ir import HEAD_POOLS
 LAYOUT_MODES = ("search", "shared", "separate")
 """``[space] layout`` values besides a fixed layout string (``left+right/left|right``)."""
 
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of ``[train]`` / ``[final] lr_schedule`` (``nasmtl.train.scheduled_lr``)."""
+
 SAMPLERS = ("random", "nsga2", "nsga3", "tpe", "evolution", "predictor")
 
 DEFAULT_TOML = """\
@@ -452,8 +455,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"{src}: [final] needs epochs or steps when [train] gives only seconds "
                           "(final training is budgeted in steps or epochs, so results do not depend on machine load)")
     for key, v in (("train.lr_schedule", t.lr_schedule), ("final.lr_schedule", f.lr_schedule)):
-        if v is not None and v not in ("constant", "cosine"):
-            raise ConfigError(f"{src}: {key} must be \"constant\" or \"cosine\", got {v!r}")
+        if v is not None and v not in LR_SCHEDULES:
+            raise ConfigError(f"{src}: {key} must be one of {', '.join(LR_SCHEDULES)}, got {v!r}")
     if t.lr_schedule == "cosine" and t.epochs is None and t.steps is None:
         raise ConfigError(f"{src}: train.lr_schedule \"cosine\" decays over steps or epochs; [train] gives only seconds")
     if not _device_name_ok(t.device):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasmtl.config import LR_SCHEDULES
 from nasmtl.data import MultiTaskDataset, Split, Task
 from nasmtl.data.rows import Rows
 from nasmtl.errors import NasmtlError
@@ -75,10 +76,6 @@ class TrainConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """``cosine``: the learning rate falls from ``lr`` to 0 over the budget's steps (half a cosine), so the
     weights trained last settle instead of ending wherever the last constant-rate step left them."""
-
-
-LR_SCHEDULES = ("constant", "cosine")
-"""Learning-rate schedules of ``TrainConfig.lr_schedule``."""
 
 
 def scheduled_lr(lr: float, schedule: str, step: int, total: float) -> float:

@@ -154,7 +154,7 @@ def test_lr_schedule_keys_and_the_final_budget_they_give() -> None:
     assert b.tag.endswith("-cosine") and "(cosine)" in b.describe()
     assert final_budget(parse_config(raw, "<t>", "."), lr_schedule="constant").tag == "steps600-bs128-lr0.001"
     raw["final"]["lr_schedule"] = "cos"
-    with pytest.raises(ConfigError, match="final.lr_schedule"):
+    with pytest.raises(ConfigError, match="final.lr_schedule must be one of"):
         parse_config(raw, "<t>", ".")
     del raw["final"]["lr_schedule"]
     raw["train"] = {"seconds": 10, "lr_schedule": "cosine"}

@@ -21,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--steps", type=int, help="training steps (default: the run's [final] budget)")
     p.add_argument("--batch-size", type=int, help="batch size (default: [final], else [train])")
     p.add_argument("--lr", type=float, help="learning rate (default: [final], else [train])")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"),
+    from nasmtl.config import LR_SCHEDULES
+
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    help="learning-rate schedule (default: [final], else [train])")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's [train] device)")
     p.add_argument("--with-baselines", action="store_true", help="also train the baselines at the same budget")

@@ -64,14 +64,6 @@ class Evaluator(Protocol):
         ...
 
 
-class FileKeyed(Protocol):
-    """An evaluator that can tell, before training, which designs build the same file (optional for engines)."""
-
-    def effective_key(self, design: object) -> str | None:
-        """Equal for two designs exactly when they build the same network with the same precision at every node."""
-        ...
-
-
 @dataclass
 class ArchEvaluator:
     """Builds a design with one head per task, trains, exports (parity-checked) and measures it.

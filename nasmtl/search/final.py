@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from nasmtl.config import ConfigError, Objective, RunConfig
+from nasmtl.config import LR_SCHEDULES, ConfigError, Objective, RunConfig
 from nasmtl.errors import NasmtlError, first_line
 from nasmtl.files import fsync_file, write_json
 from nasmtl.run.rundir import RunDir
@@ -68,8 +68,8 @@ def final_budget(cfg: RunConfig, epochs: float | None = None, steps: int | None 
     for key, v in (("--epochs", epochs), ("--steps", steps), ("--batch-size", batch_size), ("--lr", lr)):
         if v is not None and not v > 0:
             raise ConfigError(f"final training: {key} must be > 0, got {v}")
-    if lr_schedule is not None and lr_schedule not in ("constant", "cosine"):
-        raise ConfigError(f"final training: --lr-schedule must be constant or cosine, got {lr_schedule!r}")
+    if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"final training: --lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     f, t = cfg.final, cfg.train
     if epochs is not None or steps is not None:
         e, s = epochs, steps
