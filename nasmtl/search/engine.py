@@ -39,19 +39,9 @@ from nasmtl.search.evaluate import Evaluator, TrialFailed, TrialStopped
 from nasmtl.search.hypervolume import hypervolume
 from nasmtl.search.pareto import pareto_indices
 from nasmtl.search.pruning import Pruner
-from nasmtl.search.samplers import Proposer
+from nasmtl.search.samplers import Proposer, takes_keyword
 
 MAX_DUPLICATES_IN_A_ROW = 100
-
-
-def _takes_fidelity(proposer: Any) -> bool:
-    """Whether a proposer's ``observe`` accepts ``fidelity`` (proposers written before it do not)."""
-    import inspect
-
-    try:
-        return "fidelity" in inspect.signature(proposer.observe).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class TrialTimeout(Exception):
@@ -355,7 +345,7 @@ class Engine:
                 continue
             ok = t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
             steps = t.user_attrs.get("steps") if ok else None
-            if steps is not None and _takes_fidelity(self.proposer):
+            if steps is not None and takes_keyword(self.proposer.observe, "fidelity"):
                 self.proposer.observe(design, list(t.values), fidelity=float(steps))
             else:
                 self.proposer.observe(design, list(t.values) if ok else None)

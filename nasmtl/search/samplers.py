@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import inspect
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -124,6 +125,14 @@ class Proposer(abc.ABC):
         return self.names
 
 
+def takes_keyword(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts a parameter ``name`` (hooks written before it was added do not)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _options_hash(options: Sequence[str]) -> str:
     return hashlib.sha1("\x1f".join(options).encode()).hexdigest()[:6]
 
@@ -173,8 +182,8 @@ class StrategyProposer(Proposer):
         if values is None:
             if hasattr(self.strategy, "seen"):
                 self.strategy.seen(design)
-        elif fidelity is not None and isinstance(self.strategy, EvolutionStrategy):
-            self.strategy.tell(design, values, fidelity)
+        elif fidelity is not None and takes_keyword(self.strategy.tell, "fidelity"):
+            self.strategy.tell(design, values, fidelity=fidelity)
         else:
             self.strategy.tell(design, values)
 
